@@ -106,6 +106,11 @@ def _flip_permutation_68() -> np.ndarray:
 
 LANDMARK_FLIP_PERMUTATION = _flip_permutation_68()
 
+# CelebA's 5 aligned landmarks (columns of list_landmarks_align_celeba.txt) and the index permutation a
+# horizontal flip applies to them (left eye <-> right eye, left mouth corner <-> right mouth corner).
+CELEBA_LANDMARKS5: tuple[str, ...] = ("lefteye", "righteye", "nose", "leftmouth", "rightmouth")
+LANDMARK5_FLIP_PERMUTATION = np.array([1, 0, 2, 4, 3], dtype=np.int64)
+
 
 def flip_label_permutation(num_classes: int) -> np.ndarray:
     """Lookup table that a horizontal flip applies to label values (19 or 11 classes)."""
@@ -124,9 +129,7 @@ def label_to_onehot(label: torch.Tensor, num_classes: int = NUM_CELEBAMASK_CLASS
     if label.dtype.is_floating_point:
         raise TypeError(f"label must be an integer tensor, got {label.dtype}")
     if label.numel() and (int(label.min()) < 0 or int(label.max()) >= num_classes):
-        raise ValueError(
-            f"label values must lie in [0, {num_classes}); got [{int(label.min())}, {int(label.max())}]"
-        )
+        raise ValueError(f"label values must lie in [0, {num_classes}); got [{int(label.min())}, {int(label.max())}]")
     onehot = torch.nn.functional.one_hot(label.long(), num_classes)
     return onehot.movedim(-1, -3).float()
 

@@ -1,0 +1,167 @@
+"""Helen face parsing (Smith et al. CVPR 2013 labels), the ``SmithCVPR2013_dataset_resized`` release."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from datamodules.base import (
+    DatasetError,
+    FaceDataModule,
+    FaceDataset,
+    MissingDataError,
+    file_names,
+    read_gray,
+    read_lines,
+    read_rgb,
+    require_dir,
+    require_file,
+    require_listed,
+)
+from datamodules.labels import HELEN_TO_CELEBAMASK, NUM_CELEBAMASK_CLASSES, NUM_HELEN_CLASSES
+from datamodules.transforms import FaceSample
+
+# Split -> list file of the release (2000 / 230 / 100 names).
+SPLIT_FILES: dict[str, str] = {"train": "exemplars.txt", "val": "tuning.txt", "test": "testing.txt"}
+HelenClasses = Literal["helen", "celebamask"]
+
+
+def parse_name_list(path: Path) -> list[str]:
+    """Names of a Helen list file, whose lines read ``<k> , <name>`` (e.g. ``1 , 100032540_1``)."""
+    names = []
+    for number, line in enumerate(read_lines(path), start=1):
+        fields = [f.strip() for f in line.split(",")]
+        if len(fields) != 2 or not fields[0].isdigit() or not fields[1]:
+            raise DatasetError(f"{path}: line {number} is {line[:60]!r}; expected '<index> , <name>'")
+        names.append(fields[1])
+    return names
+
+
+def merge_probability_maps(maps: np.ndarray) -> np.ndarray:
+    """(11, H, W) label probability maps -> (H, W) uint8 label by argmax (ties go to the lower label, so an
+    all-zero pixel is background)."""
+    return maps.argmax(axis=0).astype(np.uint8)
+
+
+class Helen(FaceDataset):
+    """Helen parsing data as it unpacks (``SmithCVPR2013_dataset_resized``)::
+
+        root/
+          images/<name>.jpg
+          labels/<name>/<name>_lbl00.png ... <name>_lbl10.png   8-bit probability maps (255 = probability 1)
+          exemplars.txt (train, 2000), tuning.txt (val, 230), testing.txt (test, 100): lines '<k> , <name>'
+
+    The 11 maps are merged by argmax into Helen's labels (0 background, 1 skin, 2 l_brow, 3 r_brow, 4 l_eye,
+    5 r_eye, 6 nose, 7 u_lip, 8 inner mouth, 9 l_lip, 10 hair); ``classes="celebamask"`` maps them to the
+    19 CelebAMask-HQ classes through ``labels.HELEN_TO_CELEBAMASK``. ``all`` is the three lists in order.
+    Images vary in size; each is resized to ``image_size`` (labels with NEAREST).
+
+    Items: ``image``, ``label`` and ``name``.
+
+    Args:
+        root: the ``SmithCVPR2013_dataset_resized`` folder.
+        split: ``train``, ``val``, ``test`` or ``all``.
+        image_size: output side (or (height, width)).
+        augment: random horizontal flip swapping left/right brows and eyes.
+        photometric: colour jitter on top of the flip (when ``augment``).
+        classes: ``"helen"`` (11 labels) or ``"celebamask"`` (19 labels).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "all",
+        image_size: int | tuple[int, int] = 64,
+        augment: bool = False,
+        *,
+        photometric: bool = False,
+        classes: HelenClasses = "helen",
+    ) -> None:
+        if classes not in ("helen", "celebamask"):
+            raise ValueError(f"unknown classes {classes!r}; expected 'helen' or 'celebamask'")
+        num_classes = NUM_HELEN_CLASSES if classes == "helen" else NUM_CELEBAMASK_CLASSES
+        super().__init__(root, split, image_size, augment=augment, photometric=photometric, num_classes=num_classes)
+        self.classes = classes
+        self.image_dir = require_dir(self.root / "images", "Helen image folder")
+        self.label_root = require_dir(self.root / "labels", "Helen label folder")
+        images, label_dirs = file_names(self.image_dir), file_names(self.label_root)
+        names: list[str] = []
+        for split_name in SPLIT_FILES if split == "all" else (split,):
+            list_path = require_file(self.root / SPLIT_FILES[split_name], f"Helen {split_name} list")
+            split_names = parse_name_list(list_path)
+            require_listed([f"{n}.jpg" for n in split_names], images, self.image_dir, list_path)
+            require_listed(split_names, label_dirs, self.label_root, list_path)
+            names += split_names
+        self._set_items(names, ", ".join(SPLIT_FILES.values()) if split == "all" else SPLIT_FILES[split])
+
+    def label_map(self, name: str) -> np.ndarray:
+        """The merged label map of image ``name`` in the chosen classes."""
+        maps = []
+        for k in range(NUM_HELEN_CLASSES):
+            path = self.label_root / name / f"{name}_lbl{k:02d}.png"
+            if not path.is_file():
+                raise MissingDataError(f"Helen label map not found: expected {path} (11 maps lbl00..lbl10)")
+            maps.append(read_gray(path))
+            if maps[-1].shape != maps[0].shape:
+                raise DatasetError(f"label map {path} is {maps[-1].shape}; expected {maps[0].shape} like lbl00")
+        label = merge_probability_maps(np.stack(maps))
+        return label if self.classes == "helen" else HELEN_TO_CELEBAMASK[label].astype(np.uint8)
+
+    def load(self, index: int) -> FaceSample:
+        name = self.items[index]
+        path = self.image_dir / f"{name}.jpg"
+        image, label = read_rgb(path), self.label_map(name)
+        if image.shape[:2] != label.shape:
+            raise DatasetError(f"{path} is {image.shape[:2]} but its label maps are {label.shape}; expected equal")
+        return FaceSample(image=image, label=label, extras={"name": name})
+
+
+class HelenDataModule(FaceDataModule):
+    """Loaders over :class:`Helen` (a real root or the synthetic default: 80/10/10 % of ``synthetic_images``).
+
+    Args (beyond :class:`~datamodules.base.FaceDataModule`'s):
+        classes: ``"helen"`` (11 labels) or ``"celebamask"`` (19 labels).
+    """
+
+    synthetic_layout = "helen"
+
+    def __init__(
+        self,
+        root: str | None = None,
+        image_size: int = 64,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        augment: bool = True,
+        photometric: bool = False,
+        synthetic_images: int = 200,
+        seed: int = 0,
+        classes: HelenClasses = "helen",
+    ) -> None:
+        super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        self.classes = classes
+
+    def make_dataset(self, split: str, augment: bool) -> Helen:
+        return Helen(
+            self.data_root,
+            split,
+            self.image_size,
+            augment,
+            photometric=self.photometric,
+            classes=self.classes,
+        )
+
+    def write_synthetic(self, directory: Path) -> None:
+        from datamodules.synthetic import write_helen
+
+        held_out = max(1, self.synthetic_images // 10)
+        write_helen(
+            directory,
+            num_train=max(1, self.synthetic_images - 2 * held_out),
+            num_val=held_out,
+            num_test=held_out,
+            seed=self.seed,
+            image_size=self.image_size,
+        )
