@@ -1,0 +1,137 @@
+"""The ResNet-18 attribute classifier (learning on synthetic faces) and the attribute-editing accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from lightning import Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from datamodules.labels import ATTRIBUTE_INDEX, EDIT_ATTRIBUTES
+from datamodules.synthetic import SyntheticFaceWorld
+from metrics.attributes import AttributeEditAccuracy
+from portrait_models.classifiers.attributes import AttributeClassifier, ResNetClassifier, load_imagenet_trunk
+from portrait_models.pretrained import WEIGHTS, MissingWeightsError
+
+CLEAR_ATTRIBUTES = ["Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair", "Eyeglasses", "Wearing_Hat"]
+
+
+class _Faces(Dataset):
+    """Synthetic faces ``first .. first+count-1`` of a world in which every index is a different person."""
+
+    def __init__(self, world: SyntheticFaceWorld, first: int, count: int, size: int) -> None:
+        faces = [world.face(i, image_size=size) for i in range(first, first + count)]
+        self.images = torch.from_numpy(np.stack([f.image for f in faces])).permute(0, 3, 1, 2).float() / 127.5 - 1
+        self.attributes = torch.from_numpy(np.stack([f.attributes for f in faces])).float()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"image": self.images[index], "attributes": self.attributes[index]}
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny convolutions run fastest single-threaded on the shared 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _train_and_validate(size: int, num_train: int, steps: int, width: int, num_layers: int) -> dict[str, float]:
+    """Fit on ``num_train`` people, validate on 300 people never seen in training; return logged metrics."""
+    world = SyntheticFaceWorld(seed=0, num_identities=num_train + 300)
+    train = DataLoader(_Faces(world, 0, num_train, size), batch_size=32, shuffle=True)
+    held_out = DataLoader(_Faces(world, num_train, 300, size), batch_size=100)
+    model = AttributeClassifier(CLEAR_ATTRIBUTES, lr=3e-3, width=width, num_layers=num_layers)
+    trainer = Trainer(
+        accelerator="cpu", devices=1, max_steps=steps, check_val_every_n_epoch=10_000, num_sanity_val_steps=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, train, held_out)  # validation runs once, below, on the held-out people
+    (metrics,) = trainer.validate(model, held_out, verbose=False)
+    return metrics
+
+
+def test_classifier_learns_clear_attributes_at_32px(one_thread):
+    # Each attribute is present on 20-30% of the faces, so always answering "absent" scores 0.7-0.8.
+    metrics = _train_and_validate(size=32, num_train=600, steps=200, width=16, num_layers=3)
+    for name in CLEAR_ATTRIBUTES:
+        assert metrics[f"val/acc/{name}"] >= 0.9, (name, metrics)
+    assert metrics["val/acc_mean"] == pytest.approx(np.mean([metrics[f"val/acc/{n}"] for n in CLEAR_ATTRIBUTES]))
+
+
+@pytest.mark.slow
+def test_classifier_learns_clear_attributes_at_64px(one_thread):
+    metrics = _train_and_validate(size=64, num_train=1000, steps=300, width=16, num_layers=4)
+    for name in CLEAR_ATTRIBUTES:
+        assert metrics[f"val/acc/{name}"] >= 0.9, (name, metrics)
+
+
+def test_full_size_trunk_is_torchvision_resnet18():
+    ours = ResNetClassifier(num_outputs=13)
+    reference = torchvision.models.resnet18(weights=None, num_classes=13)
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in reference.state_dict().items()}
+    imagenet = torchvision.models.resnet18(weights=None).state_dict()  # stands in for the 1000-class file
+    load_imagenet_trunk(ours, imagenet)
+    torch.testing.assert_close(ours.layer3[1].conv2.weight, imagenet["layer3.1.conv2.weight"])
+    assert ours.fc.weight.shape == (13, 512)
+    with pytest.raises(ValueError, match="width=64, num_layers=4"):
+        load_imagenet_trunk(ResNetClassifier(num_outputs=13, width=16), imagenet, "resnet18.pth")
+
+
+def test_classifier_contract_and_errors(tmp_path, monkeypatch):
+    model = AttributeClassifier(width=8, num_layers=2)
+    assert model.attributes == EDIT_ATTRIBUTES
+    batch = {"image": torch.rand(4, 3, 32, 32) * 2 - 1, "attributes": torch.randint(0, 2, (4, 40)).float()}
+    assert model(batch["image"]).shape == (4, 13)
+    torch.testing.assert_close(model.targets(batch)[:, 0], batch["attributes"][:, ATTRIBUTE_INDEX["Bald"]])
+    single = AttributeClassifier(["Smiling"], width=8, num_layers=1)  # MaskGAN's per-attribute classifiers
+    assert single(batch["image"]).shape == (4, 1)
+    with pytest.raises(KeyError, match="Smilling"):
+        AttributeClassifier(["Smilling"])
+    with pytest.raises(KeyError, match="attributes"):
+        model.targets({"image": batch["image"]})
+    monkeypatch.setenv("PORTRAIT_GANS_WEIGHTS", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match=WEIGHTS["resnet18"].filename):
+        AttributeClassifier(pretrained_backbone=True)
+
+
+def test_edit_accuracy_counts_only_edited_attributes():
+    metric = AttributeEditAccuracy(attributes=("A", "B", "C"), per_attribute=True)
+    logits = torch.tensor([[3.0, -2.0, 1.0], [-1.0, 2.0, 4.0], [2.0, 2.0, -3.0]])
+    targets = torch.tensor([[1, 1, 0], [1, 1, 0], [1, 0, 0]])
+    edited = torch.tensor([[True, True, False], [True, False, True], [False, True, True]])
+    metric.update(logits[:2], targets[:2], edited[:2])
+    metric.update(logits[2:], targets[2:], edited[2:])
+    result = metric.compute()
+    # A: image 0 right, image 1 wrong → 1/2. B: image 0 wrong, image 2 wrong → 0/2. C: image 1 wrong, 2 right.
+    assert result["A"].item() == 0.5 and result["B"].item() == 0.0 and result["C"].item() == 0.5
+    assert result["mean"].item() == pytest.approx(1 / 3)
+
+    unscored = AttributeEditAccuracy(attributes=("A", "B"), per_attribute=True)
+    unscored.update(torch.tensor([[1.0, 1.0]]), torch.tensor([[1, 0]]), torch.tensor([[True, False]]))
+    assert unscored.compute()["mean"].item() == 1.0 and torch.isnan(unscored.compute()["B"])
+
+
+@pytest.mark.filterwarnings("ignore:The ``compute`` method of metric")
+def test_single_attribute_edit_protocol():
+    """STGAN's protocol: edit i reverses attribute i; only the classifier's output i on edit i is scored."""
+    att_source = torch.tensor([[1, 0], [0, 0]])
+    logits = torch.full((2, 2, 2), -5.0)  # [image, edit, classifier output]
+    logits[0, 0, 0] = -1.0  # image 0, Bald 1→0: predicted absent → success
+    logits[0, 1, 1] = 2.0  # image 0, Bangs 0→1: predicted present → success
+    logits[1, 0, 0] = -3.0  # image 1, Bald 0→1: predicted absent → failure
+    logits[1, 1, 1] = 1.0  # image 1, Bangs 0→1: success (the off-diagonal −5 entries are ignored)
+    metric = AttributeEditAccuracy(attributes=("Bald", "Bangs"), per_attribute=True)
+    metric.update_single_attribute_edits(logits, att_source)
+    result = metric.compute()
+    assert result["Bald"].item() == 0.5 and result["Bangs"].item() == 1.0 and result["mean"].item() == 0.75
+    with pytest.raises(ValueError, match="logits"):
+        metric.update_single_attribute_edits(logits[:, :1], att_source)
+    with pytest.raises(ValueError, match="before any edit"):
+        AttributeEditAccuracy().compute()
