@@ -1,0 +1,352 @@
+"""MaskGAN as one Lightning system: MaskVAE pretraining → DMN training → EBST, in one resumable run.
+
+Paper: Lee et al., "MaskGAN: Towards Diverse and Interactive Facial Image Manipulation", CVPR 2020
+(+ supplement). The phases follow the paper's pipeline (Fig. 2, Alg. 1):
+
+1. ``maskvae``: MaskVAE on target masks, ``L = CE + λ_KL·KL`` (Eq. 3–5, λ_KL = 1e-5), Adam 2e-4.
+2. ``dmn``: the Dense Mapping Network G_A with the multi-scale discriminator, ``L = L_adv + λ_feat·L_feat +
+   λ_percept·L_percept`` (Eq. 6, both λ = 10), Adam 2e-4, β = (0.5, 0.999).
+3. ``ebst`` (Editing Behavior Simulated Training, only for MaskGAN†): every batch runs stage I (update G_A
+   on (I_t, M_t) with Eq. 6) and stage II (z_inter/outer = z_t ± (z_ref − z_t)/λ_inter through the frozen
+   MaskVAE, λ_inter = 2.5; G_A renders I_inter, I_outer in the style of I_t; the Alpha Blender blends them;
+   Eq. 6 on the blend updates G_B = DMN + blender), learning rate 5e-5 (supplement).
+
+The phase is a function of the module's own batch counter (a buffer saved in checkpoints), so
+``run.ckpt_path=last`` resumes inside any phase, and the run stops itself when the schedule is done.
+Trainer ``max_steps`` counts every optimizer step (1 per batch for the VAE, 2 for DMN, 4 for EBST).
+
+Choices where the paper is silent (from the released code, reference_implementations.md §1):
+discriminator loss ``0.5·(real + fake)``; pix2pixHD feature-matching weights (1/num_D)·(4/(n_layers+1));
+VGG19 L1 with weights [1/32 … 1] on relu1_1 … relu5_1 and no ImageNet normalisation; the blender sees and
+the discriminator judges the blend against the original mask M_t (as coded). M_ref is another mask of the
+same batch (the batch rolled by one). z_t and z_ref are the encoder means (no sampling) so the simulated
+edits are deterministic given the masks; decoded masks are taken by argmax. Options cover the released
+code's deviations: ``gan_loss="lsgan"`` (pix2pixHD's default; the paper writes the log loss of Eq. 7),
+``lr=5e-5`` (the demo's train options), ``lr_decay`` (pix2pixHD's linear decay over the second half).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightning.pytorch as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.utils import make_grid
+
+from datamodules.labels import CELEBAMASK_PALETTE, label_to_onehot
+from portrait_models.ema import EMA
+from portrait_models.losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_loss
+from portrait_models.losses.perceptual import PIX2PIXHD_VGG_WEIGHTS, VGG19_RELU_X_1
+from portrait_models.maskgan.networks import (
+    AlphaBlender,
+    DenseMappingNetwork,
+    MaskGANDiscriminator,
+    MaskVAE,
+    maskvae_loss,
+    simulate_edit_latents,
+)
+
+Phase = Literal["maskvae", "dmn", "ebst", "done"]
+
+
+class MaskGAN(L.LightningModule):
+    """MaskGAN / MaskGAN† / Pix2PixHD-m / MaskGAN-concat, selected by constructor switches.
+
+    Args (paper settings are the defaults; see ``experiments/configs/maskgan_celebamaskhq_512.yaml``):
+        ebst: train with EBST (MaskGAN†); False trains the DMN only (MaskGAN) and skips the MaskVAE.
+        use_mask_branch: False removes the style encoder's mask branch (the paper's Pix2PixHD-m baseline).
+        fusion: ``"sft"`` (paper) or ``"concat"`` (supplement ablation MaskGAN-concat).
+        maskvae_steps, dmn_steps, ebst_steps: phase lengths in batches.
+        vgg_pretrained: load ImageNet VGG19 from the weights cache (False: a fixed random VGG19, for tests
+            and the synthetic world, where no weights can be had).
+        vgg_layers: how many of relu1_1 … relu5_1 the perceptual loss uses (paper: all 5; fewer is a cheap
+            CPU setting, e.g. for the synthetic world).
+        lambda_l1: weight of a pixel L1 term (paper: 0, none). Without ImageNet VGG19 weights (the synthetic
+            world, CPU tests) the random-VGG perceptual term barely constrains reconstruction, so those
+            configs add it; it is always logged as ``train/g/l1``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 19,
+        image_size: int = 512,
+        ngf: int = 64,
+        n_downsample: int = 4,
+        n_blocks: int = 4,
+        style_channels: int = 16,
+        style_downsample: int = 5,
+        fusion: str = "sft",
+        use_mask_branch: bool = True,
+        ndf: int = 64,
+        n_layers_d: int = 3,
+        num_d: int = 2,
+        blender_ngf: int = 32,
+        blender_downsample: int = 3,
+        blender_blocks: int = 3,
+        vae_base_channels: int = 32,
+        vae_latent_dim: int = 1024,
+        vae_levels: int = 7,
+        gan_loss: str = "vanilla",
+        lambda_feat: float = 10.0,
+        lambda_percept: float = 10.0,
+        lambda_l1: float = 0.0,
+        kl_weight: float = 1e-5,
+        lambda_inter: float = 2.5,
+        vgg_pretrained: bool = True,
+        vgg_imagenet_normalize: bool = False,
+        vgg_layers: int = 5,
+        ebst: bool = True,
+        maskvae_steps: int = 50_000,
+        dmn_steps: int = 200_000,
+        ebst_steps: int = 100_000,
+        lr: float = 2e-4,
+        ebst_lr: float = 5e-5,
+        maskvae_lr: float = 2e-4,
+        betas: tuple[float, float] = (0.5, 0.999),
+        lr_decay: bool = True,
+        ema_halflife_kimg: float = 10.0,
+        ema_rampup: float | None = 0.05,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if fusion not in ("sft", "concat"):
+            raise ValueError(f"fusion must be 'sft' or 'concat', got {fusion!r}")
+        if gan_loss not in ("vanilla", "lsgan", "hinge"):
+            raise ValueError(f"gan_loss must be vanilla, lsgan or hinge, got {gan_loss!r}")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.dmn = DenseMappingNetwork(
+            num_classes, 3, ngf, n_downsample, n_blocks, style_channels, style_downsample, fusion, use_mask_branch
+        )
+        self.discriminator = MaskGANDiscriminator(num_classes, 3, ndf, n_layers_d, num_d)
+        self.dmn_ema = EMA(self.dmn, ema_halflife_kimg, ema_rampup)
+        if not 1 <= vgg_layers <= len(VGG19_RELU_X_1):
+            raise ValueError(f"vgg_layers must be in 1..{len(VGG19_RELU_X_1)} (relu1_1 .. relu5_1), got {vgg_layers}")
+        self.perceptual = PerceptualLoss(
+            layer_weights=PIX2PIXHD_VGG_WEIGHTS[:vgg_layers],
+            slice_ends=VGG19_RELU_X_1[:vgg_layers],
+            imagenet_normalize=vgg_imagenet_normalize,
+            pretrained=vgg_pretrained,
+        )
+        if ebst:
+            self.mask_vae = MaskVAE(num_classes, image_size, vae_base_channels, vae_latent_dim, vae_levels)
+            self.blender = AlphaBlender(3, blender_ngf, blender_downsample, blender_blocks)
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        self._previous_mask: Tensor | None = None
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    # ------------------------------------------------------------------------------------- schedule
+    @property
+    def schedule(self) -> list[tuple[Phase, int]]:
+        hp = self.hparams
+        phases: list[tuple[Phase, int]] = [("dmn", hp.dmn_steps)]
+        if hp.ebst:
+            phases = [("maskvae", hp.maskvae_steps), *phases, ("ebst", hp.ebst_steps)]
+        return [(name, steps) for name, steps in phases if steps > 0]
+
+    @property
+    def total_batches(self) -> int:
+        return sum(steps for _, steps in self.schedule)
+
+    def phase_at(self, batch: int) -> tuple[Phase, float]:
+        """The phase of batch number ``batch`` and the fraction of that phase already done."""
+        start = 0
+        for name, steps in self.schedule:
+            if batch < start + steps:
+                return name, (batch - start) / steps
+            start += steps
+        return "done", 1.0
+
+    @property
+    def phase(self) -> Phase:
+        return self.phase_at(int(self.batches_seen))[0]
+
+    def _set_learning_rates(self, phase: Phase, progress: float) -> None:
+        hp = self.hparams
+        base = hp.ebst_lr if phase == "ebst" else hp.lr
+        decay = 1.0 if not hp.lr_decay or progress < 0.5 else max(0.0, 2.0 * (1.0 - progress))
+        lrs = {"g": base * decay, "d": base * decay, "vae": hp.maskvae_lr, "gb": hp.ebst_lr * decay}
+        for name, opt in self.named_optimizers().items():
+            for group in opt.param_groups:
+                group["lr"] = lrs[name]
+
+    def optimizer_names(self) -> list[str]:
+        return ["g", "d", "vae", "gb"] if self.hparams.ebst else ["g", "d"]
+
+    def named_optimizers(self) -> dict[str, Any]:
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        return dict(zip(self.optimizer_names(), optimizers, strict=True))
+
+    # ------------------------------------------------------------------------------------- helpers
+    def _inputs(self, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        image, label = batch["image"], batch["label"]
+        if label.max() >= self.hparams.num_classes:
+            raise ValueError(
+                f"label value {int(label.max())} >= num_classes={self.hparams.num_classes}; MaskGAN expects the "
+                "19 official CelebAMask-HQ classes"
+            )
+        onehot = label_to_onehot(label, self.hparams.num_classes).to(image.dtype)
+        if self.hparams.channels_last:
+            image, onehot = (t.contiguous(memory_format=torch.channels_last) for t in (image, onehot))
+        return image, label, onehot
+
+    def _source_mask(self, onehot: Tensor) -> Tensor | None:
+        return onehot if self.hparams.use_mask_branch else None
+
+    def _log_terms(self, prefix: str, terms: Mapping[str, Tensor]) -> None:
+        self.log_dict({f"train/{prefix}/{k}": v.detach() for k, v in terms.items()}, prog_bar=False)
+
+    def _discriminator_step(self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str) -> None:
+        with self.toggled_optimizer(opt):
+            real_term, fake_term = discriminator_loss(
+                self.hparams.gan_loss,
+                self.discriminator(onehot, real),
+                self.discriminator(onehot, fake.detach()),
+            )
+            loss = 0.5 * (real_term + fake_term)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()
+        self._log_terms(prefix, {"real": real_term, "fake": fake_term, "total": loss})
+
+    def generator_terms(self, onehot: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
+        """Eq. 6 for one generated batch conditioned on ``onehot``: adversarial, feature matching, VGG."""
+        fake_features = self.discriminator(onehot, fake)
+        with torch.no_grad():
+            real_features = self.discriminator(onehot, real)
+        return {
+            "adv": generator_loss(self.hparams.gan_loss, fake_features),
+            "feat": feature_matching_loss(fake_features, real_features),
+            "percept": self.perceptual(fake, real),
+        }
+
+    def _generator_step(self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str) -> None:
+        hp = self.hparams
+        with self.toggled_optimizer(opt):
+            terms = self.generator_terms(onehot, real, fake)
+            terms["l1"] = F.l1_loss(fake, real)
+            loss = (
+                terms["adv"]
+                + hp.lambda_feat * terms["feat"]
+                + hp.lambda_percept * terms["percept"]
+                + hp.lambda_l1 * terms["l1"]
+            )
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss)
+            opt.step()
+        self._log_terms(prefix, {**terms, "total": loss})
+
+    # ------------------------------------------------------------------------------------- phases
+    def _maskvae_step(self, onehot: Tensor, label: Tensor, opt: Any) -> None:
+        with self.toggled_optimizer(opt):
+            logits, mu, logvar = self.mask_vae(onehot)
+            loss = maskvae_loss(logits, label, mu, logvar, self.hparams.kl_weight)
+            opt.zero_grad(set_to_none=True)
+            self.manual_backward(loss.total)
+            opt.step()
+        accuracy = (logits.argmax(1) == label).float().mean()
+        self._log_terms("vae", {"total": loss.total, "ce": loss.reconstruction, "kl": loss.kl, "acc": accuracy})
+
+    def _dmn_step(self, image: Tensor, onehot: Tensor, opt_g: Any, opt_d: Any) -> None:
+        """Stage I / DMN training: reconstruct I_t from its own mask and style."""
+        fake = self.dmn(onehot, self._source_mask(onehot), image)
+        self._discriminator_step(opt_d, onehot, image, fake, "d")
+        self._generator_step(opt_g, onehot, image, fake, "g")
+
+    @torch.no_grad()
+    def simulate_edits(self, onehot: Tensor) -> tuple[Tensor, Tensor]:
+        """EBST's M_inter and M_outer (Alg. 1 lines 3–7) as one-hot masks, through the frozen MaskVAE."""
+        reference = self._reference_masks(onehot)
+        self.mask_vae.eval()
+        mu_t, _ = self.mask_vae.encode(onehot)
+        mu_ref, _ = self.mask_vae.encode(reference)
+        z_inter, z_outer = simulate_edit_latents(mu_t, mu_ref, self.hparams.lambda_inter)
+        decoded = self.mask_vae.decode(torch.cat([z_inter, z_outer])).argmax(1)
+        masks = label_to_onehot(decoded, self.hparams.num_classes).to(onehot.dtype)
+        return masks.chunk(2)
+
+    def _reference_masks(self, onehot: Tensor) -> Tensor:
+        """M_ref: another mask of the batch (rolled by one); with batch size 1 the previous batch's mask."""
+        if onehot.shape[0] > 1:
+            return onehot.roll(1, dims=0)
+        previous = self._previous_mask if self._previous_mask is not None else onehot
+        self._previous_mask = onehot.detach()
+        return previous if previous.shape == onehot.shape else onehot
+
+    def _ebst_step(self, image: Tensor, onehot: Tensor, opt_g: Any, opt_d: Any, opt_gb: Any) -> None:
+        self._dmn_step(image, onehot, opt_g, opt_d)  # stage I
+        m_inter, m_outer = self.simulate_edits(onehot)  # stage II
+        style = self.dmn.encode_style(image, self._source_mask(onehot))
+        rendered = self.dmn.generate(torch.cat([m_inter, m_outer]), style.repeat(2, 1))
+        i_inter, i_outer = rendered.chunk(2)
+        blend, alpha = self.blender(i_inter, i_outer)
+        self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
+        self._generator_step(opt_gb, onehot, image, blend, "gb")
+        self.log("train/gb/alpha_mean", alpha.detach().mean())
+
+    def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        phase, progress = self.phase_at(int(self.batches_seen))
+        if phase == "done":
+            self.trainer.should_stop = True
+            return
+        self._set_learning_rates(phase, progress)
+        opts = self.named_optimizers()
+        image, label, onehot = self._inputs(batch)
+        if phase == "maskvae":
+            self._maskvae_step(onehot, label, opts["vae"])
+        else:
+            if phase == "dmn":
+                self._dmn_step(image, onehot, opts["g"], opts["d"])
+            else:
+                self._ebst_step(image, onehot, opts["g"], opts["d"], opts["gb"])
+            self.dmn_ema.update(self.dmn, image.shape[0])
+        self.batches_seen += 1
+        self.log("train/phase", float(["maskvae", "dmn", "ebst"].index(phase)), prog_bar=True)
+        if int(self.batches_seen) >= self.total_batches:
+            self.trainer.should_stop = True
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        hp = self.hparams
+        betas = tuple(hp.betas)
+        params = {"g": self.dmn.parameters(), "d": self.discriminator.parameters()}
+        if hp.ebst:
+            params["vae"] = self.mask_vae.parameters()
+            params["gb"] = [*self.dmn.parameters(), *self.blender.parameters()]
+        lrs = {"g": hp.lr, "d": hp.lr, "vae": hp.maskvae_lr, "gb": hp.ebst_lr}
+        return [torch.optim.Adam(params[name], lr=lrs[name], betas=betas) for name in self.optimizer_names()]
+
+    # ------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def render(self, target_onehot: Tensor, source_onehot: Tensor, source_image: Tensor, ema: bool = True) -> Tensor:
+        """Render the target mask in the style of ``source_image`` (whose own mask is ``source_onehot``)."""
+        net = self.dmn_ema.averaged if ema else self.dmn
+        return net(target_onehot, self._source_mask(source_onehot), source_image)
+
+    def metric_samples(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Reconstructions from the EMA DMN: each image's own mask rendered in its own style."""
+        image, label, onehot = self._inputs(batch)
+        return {"fake": self.render(onehot, onehot, image), "real": image, "label": label, "source": image}
+
+    def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
+        samples = self.metric_samples(batch)
+        self.log("val/l1", F.l1_loss(samples["fake"], samples["real"]), prog_bar=True)
+        if self.hparams.ebst and self.phase in ("maskvae", "ebst", "done"):
+            _, label, onehot = self._inputs(batch)
+            logits, _, _ = self.mask_vae(onehot, sample=False)
+            self.log("val/vae_acc", (logits.argmax(1) == label).float().mean())
+
+    @torch.no_grad()
+    def sample_grid(self, batch: Mapping[str, Tensor]) -> Tensor:
+        """Rows: target mask | real image | reconstruction (EMA) | style copy from the next image."""
+        image, label, onehot = self._inputs(batch)
+        palette = torch.as_tensor(CELEBAMASK_PALETTE, device=image.device, dtype=torch.float32) / 255.0
+        mask_rgb = palette[label].permute(0, 3, 1, 2)
+        recon = self.render(onehot, onehot, image)
+        style_copy = self.render(onehot, onehot.roll(1, 0), image.roll(1, 0))
+        rows = [mask_rgb, (image + 1) / 2, (recon + 1) / 2, (style_copy + 1) / 2]
+        return make_grid(torch.cat([r.float().clamp(0, 1) for r in rows]), nrow=image.shape[0], padding=1)
