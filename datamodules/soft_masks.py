@@ -1,0 +1,50 @@
+"""Cached soft parser masks: one quantized file per image, as ``experiments.parse`` writes them.
+
+MagGAN conditions on the 19-class soft masks of a pre-trained parser. They are computed once per dataset
+and stored as ``<cache>/<image name>.npz`` holding ``probs``: uint8 (C, H, W) = round(255 · p). Reading
+dequantizes and renormalizes so the classes sum to 1 at every pixel (quantization error ≤ 1/510 per class).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from datamodules.base import DatasetError, MissingDataError
+
+
+def soft_mask_path(cache_dir: str | Path, name: str) -> Path:
+    return Path(cache_dir) / f"{name}.npz"
+
+
+def quantize(probs: torch.Tensor) -> np.ndarray:
+    """(C, H, W) probabilities -> uint8 (C, H, W)."""
+    return (probs.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def save_soft_mask(cache_dir: str | Path, name: str, probs: torch.Tensor) -> Path:
+    path = soft_mask_path(cache_dir, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, probs=quantize(probs))
+    return path
+
+
+def load_soft_mask(cache_dir: str | Path, name: str, num_classes: int = 19) -> torch.Tensor:
+    """(C, H, W) float32 soft mask summing to 1 over C; a clear error for a missing or wrong file."""
+    path = soft_mask_path(cache_dir, name)
+    if not path.is_file():
+        raise MissingDataError(
+            f"soft mask not found: {path} (build the cache with `python -m experiments.parse --checkpoint ...`)"
+        )
+    try:
+        probs = np.load(path)["probs"]
+    except (OSError, KeyError, ValueError) as err:
+        raise DatasetError(f"{path}: not a soft-mask file (expected an .npz with uint8 'probs'): {err}") from None
+    if probs.ndim != 3 or probs.shape[0] != num_classes or probs.dtype != np.uint8:
+        raise DatasetError(
+            f"{path}: soft mask has shape {probs.shape} and dtype {probs.dtype}; expected uint8 ({num_classes}, H, W)"
+        )
+    soft = torch.from_numpy(probs.astype(np.float32))
+    return soft / soft.sum(0, keepdim=True).clamp_min(1.0)
