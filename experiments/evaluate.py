@@ -71,6 +71,7 @@ from metrics.callbacks import protocol_name
 from metrics.fid import FID
 from metrics.identity import IdentityVerification
 from metrics.parsing import ParsingAccuracy
+from portrait_models.classifiers import FaceEmbedder
 from portrait_models.maskgan.editing import render, transfer_parts
 from portrait_models.pretrained import WEIGHTS, MissingWeightsError
 
@@ -168,13 +169,8 @@ class AttributeJudge(Protocol):
 
     attributes: tuple[str, ...]
 
-    def __call__(self, images: Tensor) -> Tensor: ...
-
-
-class Embedder(Protocol):
-    """A face-identity network (:class:`portrait_models.classifiers.FaceEmbedder`)."""
-
-    def embed(self, images: Tensor) -> Tensor: ...
+    def __call__(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) in [-1, 1] → (B, len(attributes)) logits."""
 
 
 @dataclass
@@ -190,7 +186,7 @@ class Judges:
     fid_extractor: nn.Module | Unavailable
     parser: nn.Module | Unavailable
     classifier: AttributeJudge | Unavailable
-    embedder: Embedder | Unavailable
+    embedder: FaceEmbedder | Unavailable
     identity_backend: str = "arcface"
     identity_label: str = "ArcFace"
 
@@ -242,7 +238,7 @@ def load_attribute_classifier(path: str | Path | None, device: str) -> Attribute
 
 def load_embedder(
     backend: str, arcface: str = "r50", device: str | torch.device = "cpu", weights_path: str | None = None
-) -> tuple[Embedder | Unavailable, str]:
+) -> tuple[FaceEmbedder | Unavailable, str]:
     """The identity network and its label for the table: ArcFace (the paper's) or dlib (not the paper's)."""
     if backend == "dlib":
         from portrait_models.classifiers.dlib_face import DlibFaceEmbedder
@@ -453,7 +449,7 @@ class ProtocolScorer:
 class IdentityCollector:
     """Embeddings of edited faces and their originals, then MaskGAN's verification accuracy (percent)."""
 
-    def __init__(self, embedder: Embedder | Unavailable) -> None:
+    def __init__(self, embedder: FaceEmbedder | Unavailable) -> None:
         self.embedder = embedder
         self.edited: list[Tensor] = []
         self.original: list[Tensor] = []

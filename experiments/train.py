@@ -167,17 +167,20 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
         print(OmegaConf.to_yaml(cfg, resolve=True))
 
     out_dir = Path(run.out_dir)
-    ckpt_path = None
+    described = "" if smoke else describe(overrides)
+    run_name = "-".join(s for s in (experiment, described, run.tag) if s)
     if run.ckpt_path == "last":
         ckpt_path = find_last_checkpoint(out_dir, experiment)
-        run_dir = ckpt_path.parent.parent
+        run_dir = ckpt_path.parent.parent  # continue in the run's own directory
     else:
         ckpt_path = Path(run.ckpt_path) if run.ckpt_path else None
         if ckpt_path is not None and not ckpt_path.is_file():
             raise ConfigError(f"run.ckpt_path: no checkpoint file at {ckpt_path}")
-        suffix = "-".join(s for s in (describe(overrides if not smoke else []), run.tag) if s)
-        run_dir = out_dir / experiment / (time.strftime("%Y%m%d-%H%M%S") + (f"-{suffix}" if suffix else ""))
-    run_name = f"{experiment}" + (f"-{describe(overrides)}" if describe(overrides) and not smoke else "")
+        stem = "-".join(s for s in (time.strftime("%Y%m%d-%H%M%S"), described, run.tag) if s)
+        run_dir = out_dir / experiment / stem
+        suffix = 2
+        while run_dir.exists():  # two runs started in the same second
+            run_dir, suffix = out_dir / experiment / f"{stem}-{suffix}", suffix + 1
     run_dir.mkdir(parents=True, exist_ok=True)
     OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
 

@@ -9,7 +9,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# Two threads make the tiny convolutions of these tests 5-20x slower on the 2-core CI machine than one.
+# One thread: results of the learning tests are bit-reproducible, and several test processes on the 2-core
+# machine do not oversubscribe it (measured: 2 threads per process under load made tiny convs 5-20x slower).
 torch.set_num_threads(1)
 
 

@@ -304,7 +304,7 @@ def test_missing_inception_weights_name_file_and_sha256_without_downloading(tmp_
     def no_download(*args, **kwargs):
         raise AssertionError("a download was attempted")
 
-    monkeypatch.setattr(fidelity_inception, "load_state_dict_from_url", no_download)
+    monkeypatch.setattr(fidelity_inception, "load_state_dict_from_url", no_download)  # noqa: E501 allowed: no download
     monkeypatch.setenv("PORTRAIT_GANS_WEIGHTS", str(tmp_path))
     entry = WEIGHTS["inception_fid"]
     with pytest.raises(MissingWeightsError, match=entry.filename) as missing:
@@ -337,7 +337,7 @@ def test_inception_builder_loads_a_local_file_in_the_torch_fidelity_layout(tmp_p
     import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 
     # Build a state dict in the expected layout: construct the network without loading anything.
-    monkeypatch.setattr(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: None)
+    monkeypatch.setattr(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: None)  # noqa: E501 allowed: no download
     monkeypatch.setattr(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd: None)
     random_weights = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict()
     monkeypatch.undo()

@@ -136,6 +136,7 @@ class MaskGAN(L.LightningModule):
             self.blender = AlphaBlender(3, blender_ngf, blender_downsample, blender_blocks)
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         self._previous_mask: Tensor | None = None
+        self._batch_size = 1
         if channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -199,7 +200,8 @@ class MaskGAN(L.LightningModule):
         return onehot if self.hparams.use_mask_branch else None
 
     def _log_terms(self, prefix: str, terms: Mapping[str, Tensor]) -> None:
-        self.log_dict({f"train/{prefix}/{k}": v.detach() for k, v in terms.items()}, prog_bar=False)
+        values = {f"train/{prefix}/{k}": v.detach() for k, v in terms.items()}
+        self.log_dict(values, prog_bar=False, batch_size=self._batch_size)
 
     def _discriminator_step(self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str) -> None:
         with self.toggled_optimizer(opt):
@@ -287,7 +289,7 @@ class MaskGAN(L.LightningModule):
         blend, alpha = self.blender(i_inter, i_outer)
         self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
         self._generator_step(opt_gb, onehot, image, blend, "gb")
-        self.log("train/gb/alpha_mean", alpha.detach().mean())
+        self.log("train/gb/alpha_mean", alpha.detach().mean(), batch_size=self._batch_size)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         phase, progress = self.phase_at(int(self.batches_seen))
@@ -297,6 +299,7 @@ class MaskGAN(L.LightningModule):
         self._set_learning_rates(phase, progress)
         opts = self.named_optimizers()
         image, label, onehot = self._inputs(batch)
+        self._batch_size = image.shape[0]
         if phase == "maskvae":
             self._maskvae_step(onehot, label, opts["vae"])
         else:
@@ -306,7 +309,7 @@ class MaskGAN(L.LightningModule):
                 self._ebst_step(image, onehot, opts["g"], opts["d"], opts["gb"])
             self.dmn_ema.update(self.dmn, image.shape[0])
         self.batches_seen += 1
-        self.log("train/phase", float(["maskvae", "dmn", "ebst"].index(phase)), prog_bar=True)
+        self.log("train/phase", float(["maskvae", "dmn", "ebst"].index(phase)), prog_bar=True, batch_size=1)
         if int(self.batches_seen) >= self.total_batches:
             self.trainer.should_stop = True
 
@@ -334,11 +337,12 @@ class MaskGAN(L.LightningModule):
 
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         samples = self.metric_samples(batch)
-        self.log("val/l1", F.l1_loss(samples["fake"], samples["real"]), prog_bar=True)
+        size = samples["real"].shape[0]
+        self.log("val/l1", F.l1_loss(samples["fake"], samples["real"]), prog_bar=True, batch_size=size)
         if self.hparams.ebst and self.phase in ("maskvae", "ebst", "done"):
             _, label, onehot = self._inputs(batch)
             logits, _, _ = self.mask_vae(onehot, sample=False)
-            self.log("val/vae_acc", (logits.argmax(1) == label).float().mean())
+            self.log("val/vae_acc", (logits.argmax(1) == label).float().mean(), batch_size=size)
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Tensor]) -> Tensor:
