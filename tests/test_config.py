@@ -89,3 +89,14 @@ def test_cli_reports_config_errors(capsys):
     assert "config error: unknown key model.nope" in capsys.readouterr().err
     assert main([EXP, "--print-config", "model.lr=0.003"]) == 0
     assert "lr: 0.003" in capsys.readouterr().out
+
+
+def test_sweep_without_wandb_login_says_how(monkeypatch, tmp_path, capsys):
+    from experiments.sweep import main as sweep_main
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    assert sweep_main(["parser_lr"]) == 2
+    assert "run `wandb login`" in capsys.readouterr().err
+    assert sweep_main(["nope"]) == 2
+    assert "no sweep 'nope'" in capsys.readouterr().err
