@@ -233,13 +233,17 @@ def validate(cfg: DictConfig) -> DictConfig:
         cfg[section] = validate_target_section(cfg[section], section)
     cfg.trainer = validate_trainer_section(cfg.get("trainer", OmegaConf.create({})))
     for name, cb in (cfg.get("callbacks") or {}).items():
-        cfg.callbacks[name] = validate_target_section(cb, f"callbacks.{name}")
+        # `enabled` (default true) switches a configured callback off, e.g. callbacks.fid.enabled=false
+        enabled = bool(cb.pop("enabled", True)) if isinstance(cb, DictConfig) else True
+        checked = OmegaConf.to_container(validate_target_section(cb, f"callbacks.{name}"))
+        cfg.callbacks[name] = OmegaConf.create({**checked, "enabled": enabled})
     return cfg
 
 
 def instantiate(section: DictConfig, **extra: Any) -> Any:
     """Build the object a validated ``_target_`` section describes."""
     kwargs = OmegaConf.to_container(section, resolve=True)
+    kwargs.pop("enabled", None)
     target = import_target(kwargs.pop("_target_"), "section")
     kwargs.update(extra)
     return target(**kwargs)

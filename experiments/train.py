@@ -151,7 +151,8 @@ def make_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     if run.deterministic_epochs:
         callbacks.append(EpochSeed(run.seed))
     for section in (cfg.get("callbacks") or {}).values():
-        callbacks.append(instantiate(section))
+        if section.enabled:
+            callbacks.append(instantiate(section))
     return callbacks
 
 

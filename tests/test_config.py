@@ -100,3 +100,16 @@ def test_sweep_without_wandb_login_says_how(monkeypatch, tmp_path, capsys):
     assert "run `wandb login`" in capsys.readouterr().err
     assert sweep_main(["nope"]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
+
+
+def test_configured_callbacks_are_validated_and_can_be_switched_off(tmp_path):
+    from experiments.train import make_callbacks
+    from metrics.callbacks import FIDCallback
+
+    cfg = compose("maskgan_celebamaskhq_512")
+    assert cfg.callbacks.fid.num_samples == 2000 and cfg.callbacks.fid.enabled
+    assert any(isinstance(cb, FIDCallback) for cb in make_callbacks(cfg, tmp_path))
+    off = compose("maskgan_celebamaskhq_512", ["callbacks.fid.enabled=false"])
+    assert not any(isinstance(cb, FIDCallback) for cb in make_callbacks(off, tmp_path))
+    with pytest.raises(ConfigError, match=r"unknown key callbacks\.fid\.num_sample;.*num_samples"):
+        compose("maskgan_celebamaskhq_512", ["callbacks.fid.num_sample=3"])
