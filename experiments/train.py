@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from experiments.callbacks import EpochSeed, SampleGrid
 from experiments.config import ConfigError, available_experiments, compose, instantiate
+from experiments.sweep import wandb_logged_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOKE_OVERRIDES = [
@@ -90,9 +91,7 @@ def wandb_mode(requested: str | None) -> str:
         return requested
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
-    netrc = Path.home() / ".netrc"
-    logged_in = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
-    return "online" if logged_in else "offline"
+    return "online" if wandb_logged_in() else "offline"
 
 
 def find_last_checkpoint(out_dir: Path, experiment: str) -> Path:

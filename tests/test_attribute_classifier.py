@@ -33,15 +33,6 @@ class _Faces(Dataset):
         return {"image": self.images[index], "attributes": self.attributes[index]}
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny convolutions run fastest single-threaded on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _train_and_validate(size: int, num_train: int, steps: int, width: int, num_layers: int) -> dict[str, float]:
     """Fit on ``num_train`` people, validate on 300 people never seen in training; return logged metrics."""
     world = SyntheticFaceWorld(seed=0, num_identities=num_train + 300)
@@ -57,7 +48,7 @@ def _train_and_validate(size: int, num_train: int, steps: int, width: int, num_l
     return metrics
 
 
-def test_classifier_learns_clear_attributes_at_32px(one_thread):
+def test_classifier_learns_clear_attributes_at_32px():
     # Each attribute is present on 20-30% of the faces, so always answering "absent" scores 0.7-0.8.
     metrics = _train_and_validate(size=32, num_train=600, steps=200, width=16, num_layers=3)
     for name in CLEAR_ATTRIBUTES:
@@ -66,7 +57,7 @@ def test_classifier_learns_clear_attributes_at_32px(one_thread):
 
 
 @pytest.mark.slow
-def test_classifier_learns_clear_attributes_at_64px(one_thread):
+def test_classifier_learns_clear_attributes_at_64px():
     metrics = _train_and_validate(size=64, num_train=1000, steps=300, width=16, num_layers=4)
     for name in CLEAR_ATTRIBUTES:
         assert metrics[f"val/acc/{name}"] >= 0.9, (name, metrics)

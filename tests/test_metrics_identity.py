@@ -162,15 +162,6 @@ def test_iresnet50_parameter_count_and_insightface_key_names():
         assert sum(p.numel() for p in iresnet("iresnet100").parameters()) == _iresnet_parameter_count((3, 13, 30, 3))
 
 
-@pytest.fixture
-def one_thread():
-    """A 43M-parameter iresnet runs several times faster single-threaded on the shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _calibrated(model: ArcFaceEmbedder) -> ArcFaceEmbedder:
     """Set BatchNorm statistics from one batch, so that an untrained deep iresnet gives finite features."""
     for module in model.modules():
@@ -181,7 +172,7 @@ def _calibrated(model: ArcFaceEmbedder) -> ArcFaceEmbedder:
     return model.eval()
 
 
-def test_arcface_round_trips_an_insightface_state_dict(tmp_path, monkeypatch, one_thread):
+def test_arcface_round_trips_an_insightface_state_dict(tmp_path, monkeypatch):
     reference = _calibrated(ArcFaceEmbedder("iresnet50"))
     torch.save(reference.backbone.state_dict(), tmp_path / WEIGHTS["arcface_r50"].filename)
     monkeypatch.setenv("PORTRAIT_GANS_WEIGHTS", str(tmp_path))

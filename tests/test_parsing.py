@@ -25,17 +25,6 @@ from portrait_models.parsing.module import warmup_poly_factor
 from portrait_models.pretrained import MissingWeightsError
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """One intra-op thread: on the shared 2-core CI machine, two OpenMP threads competing with other jobs
-    made a training step ~80× slower (3.5 s instead of 0.04 s) in measurements; one thread is never slower
-    than half of the idle-machine speed."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
