@@ -31,12 +31,12 @@ install: $(STAMP) ## create .venv with the locked stack (uv, ~30 s from cache)
 
 .PHONY: lock
 lock: ## re-resolve requirements.lock from pyproject.toml
-	uv pip compile pyproject.toml --extra dev --extra faces --python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --extra dev --extra faces --extra editor --python-version 3.11 -o requirements.lock
 
 # ------------------------------------------------------------------------------------------ quality
 .PHONY: test
-test: $(STAMP) ## fast test suite (no slow/gpu/ddp tests; WANDB disabled)
-	WANDB_MODE=disabled $(PY) -m pytest -m "not slow and not gpu and not ddp" -q $(ARGS)
+test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser tests; WANDB disabled)
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow and not gpu and not ddp and not browser" -q $(ARGS)
 
 .PHONY: test-slow
 test-slow: $(STAMP) ## the slow tests only
