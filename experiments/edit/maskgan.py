@@ -1,6 +1,6 @@
-"""Edit a face with a trained model.
+"""MaskGAN: mask-driven editing, attribute transfer and style copy.
 
-MaskGAN::
+Usage::
 
     python -m experiments.edit maskgan --checkpoint C --image I --image-mask M_I --mask M_edited --out O.png
     python -m experiments.edit maskgan --checkpoint C --image I --image-mask M_I --transfer-from M_donor --out O.png
@@ -17,7 +17,6 @@ mask, or from ``--style-image``/``--style-mask`` (style copy). The checkpoint is
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -63,10 +62,10 @@ def edit_maskgan(args: argparse.Namespace) -> Path:
     return Path(args.out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="model", required=True)
-    mg = sub.add_parser("maskgan", help="mask-driven editing and style copy")
+HELP = "mask-driven editing and style copy"
+
+
+def add_arguments(mg: argparse.ArgumentParser) -> None:
     mg.add_argument("--checkpoint", required=True)
     mg.add_argument("--image", required=True, help="the face to edit")
     mg.add_argument("--image-mask", required=True, help="the face's own mask")
@@ -79,15 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     mg.add_argument("--out", required=True)
     mg.add_argument("--size", type=int, default=None, help="working size (default: the model's image_size)")
     mg.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = parser.parse_args(argv)
-    try:
-        out = edit_maskgan(args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"edit: {err}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+run = edit_maskgan

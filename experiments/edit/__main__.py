@@ -1,0 +1,5 @@
+import sys
+
+from experiments.edit import main
+
+sys.exit(main())
