@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
+from datamodules.attribute_regions import attribute_part_matrices
 from datamodules.labels import EDIT_ATTRIBUTES
-from metrics.attribute_regions import attribute_part_matrices
 from metrics.functional.mre import attribute_change_vector, mre_per_attribute, single_attribute_edits
 
 Generator = Callable[[Tensor, Tensor], Tensor]
@@ -49,7 +49,7 @@ class MaskAwareReconstructionError(Metric):
 
     Args:
         attributes: the edited attributes, in the order of ``att_diff``'s columns; their AR⁺/AR⁻ rows come
-            from :mod:`metrics.attribute_regions` unless ``ar_plus``/``ar_minus`` are given.
+            from :mod:`datamodules.attribute_regions` unless ``ar_plus``/``ar_minus`` are given.
         ar_plus, ar_minus: optional explicit (C, P) attribute–part matrices.
         per_attribute: when true, ``compute`` returns ``{"mean": MRE, <attribute>: its mean term}``, where the
             mean term of attribute ``i`` is ``‖(1 − M_i)(x̂_i − x)‖₁ / (HW)`` averaged over images (MRE is the

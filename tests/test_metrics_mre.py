@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from datamodules.attribute_regions import ATTRIBUTE_PARTS, attribute_part_matrices
 from datamodules.labels import CELEBAMASK_CLASSES, CLASS_INDEX, EDIT_ATTRIBUTES, label_to_onehot
-from metrics.attribute_regions import ATTRIBUTE_PARTS, attribute_part_matrices
 from metrics.functional.mre import (
     attribute_change_vector,
     influence_regions,

@@ -2,7 +2,8 @@
 
 Notation (Wei et al. 2020, §3): ``C`` attributes, ``P`` parser classes (19), soft parser masks
 ``M ∈ [0,1]^{P×H×W}`` summing to 1 over ``P``, attribute change ``att_diff = att_t − att_s ∈ R^C``,
-attribute–part matrices ``AR⁺, AR⁻ ∈ {0,1}^{C×P}`` (``metrics.attribute_regions``).
+attribute–part matrices ``AR⁺, AR⁻ ∈ {0,1}^{C×P}`` (``datamodules.attribute_regions``, which also holds eqs. (4), (5)
+and the influence regions, so that generator, loss and metric share one implementation).
 
 * eq. (4): parts touched by an edit, ``AR* = min{1, [att_diff > 0]ᵀ AR⁺ + [att_diff < 0]ᵀ AR⁻}``;
 * eq. (5): preserved region, ``M_hw = 1 − Σ_p M_phw AR*_p`` (the paper writes the sum over ``C``; it runs over
@@ -22,29 +23,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-
-def _check_matrices(ar_plus: Tensor, ar_minus: Tensor) -> None:
-    if ar_plus.ndim != 2 or ar_plus.shape != ar_minus.shape:
-        raise ValueError(
-            f"AR+ and AR- must both be (C, P) matrices of one shape, got {tuple(ar_plus.shape)} and "
-            f"{tuple(ar_minus.shape)}"
-        )
-
-
-def _check_att_diff(att_diff: Tensor, ar_plus: Tensor) -> None:
-    if att_diff.ndim != 2 or att_diff.shape[1] != ar_plus.shape[0]:
-        raise ValueError(
-            f"att_diff must be (B, {ar_plus.shape[0]}) to match AR's {ar_plus.shape[0]} attribute rows, "
-            f"got {tuple(att_diff.shape)}"
-        )
-
-
-def _check_soft_masks(soft_masks: Tensor, ar_plus: Tensor, batch: int) -> None:
-    if soft_masks.ndim != 4 or soft_masks.shape[0] != batch or soft_masks.shape[1] != ar_plus.shape[1]:
-        raise ValueError(
-            f"soft_masks must be (B={batch}, P={ar_plus.shape[1]}, H, W) to match the batch and AR's part "
-            f"columns, got {tuple(soft_masks.shape)}"
-        )
+from datamodules.attribute_regions import (  # noqa: F401  (re-exported: eqs. 4, 5 and the influence regions)
+    check_att_diff,
+    influence_regions,
+    influenced_parts,
+    preserved_region_mask,
+)
 
 
 def attribute_change_vector(att_source: Tensor) -> Tensor:
@@ -59,41 +43,6 @@ def single_attribute_edits(att_diff: Tensor) -> Tensor:
     return torch.diag_embed(att_diff)
 
 
-def influenced_parts(att_diff: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> Tensor:
-    """Eq. (4): (B, C) attribute changes → (B, P) weights in [0, 1] of the classes the edit may repaint."""
-    _check_matrices(ar_plus, ar_minus)
-    _check_att_diff(att_diff, ar_plus)
-    strengthened = (att_diff > 0).to(ar_plus.dtype)
-    weakened = (att_diff < 0).to(ar_minus.dtype)
-    return torch.clamp(strengthened @ ar_plus + weakened @ ar_minus, max=1.0)
-
-
-def preserved_region_mask(soft_masks: Tensor, att_diff: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> Tensor:
-    """Eq. (5): the (B, H, W) probability that a pixel must stay unchanged under the edit ``att_diff``.
-
-    ``soft_masks`` is (B, P, H, W) and sums to 1 over ``P``; a zero ``att_diff`` preserves the whole image.
-    """
-    parts = influenced_parts(att_diff, ar_plus, ar_minus)
-    _check_soft_masks(soft_masks, ar_plus, att_diff.shape[0])
-    touched = torch.einsum("bphw,bp->bhw", soft_masks.to(parts.dtype), parts)
-    return 1.0 - touched
-
-
-def influence_regions(soft_masks: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> tuple[Tensor, Tensor]:
-    """``(M⁺, M⁻)``, each (B, C, H, W): the region attribute ``i`` may repaint when strengthened / weakened.
-
-    ``M_i^± = Σ_p soft_masks_p · AR^±_{ip}``, i.e. one minus eq. (5) at ``att_diff = ±e_i`` (a single row
-    with entries in [0, 1] needs no clamp). MagGAN's mask-guided conditioning, eq. (12), multiplies
-    ``att_diff_i`` by these maps.
-    """
-    _check_matrices(ar_plus, ar_minus)
-    _check_soft_masks(soft_masks, ar_plus, soft_masks.shape[0])
-    masks = soft_masks.to(ar_plus.dtype)
-    plus = torch.einsum("bphw,cp->bchw", masks, ar_plus)
-    minus = torch.einsum("bphw,cp->bchw", masks, ar_minus)
-    return plus, minus
-
-
 def mre_per_attribute(
     images: Tensor, edited: Tensor, soft_masks: Tensor, att_diff: Tensor, ar_plus: Tensor, ar_minus: Tensor
 ) -> Tensor:
@@ -106,7 +55,7 @@ def mre_per_attribute(
         att_diff: (B, C) the change applied in each single-attribute edit.
         ar_plus, ar_minus: (C, P) attribute–part matrices.
     """
-    _check_att_diff(att_diff, ar_plus)
+    check_att_diff(att_diff, ar_plus)
     batch, num_attributes = att_diff.shape
     if images.ndim != 4 or images.shape[0] != batch:
         raise ValueError(f"images must be (B={batch}, 3, H, W) to match att_diff, got {tuple(images.shape)}")

@@ -1,8 +1,9 @@
 """MagGAN's attribute–part relation matrices AR⁺ and AR⁻ (Wei et al. 2020, §3.2), in one table.
 
 Row ``i`` of AR⁺ (AR⁻) marks the face-parser classes whose pixels may change when attribute ``i`` is
-strengthened (weakened), i.e. ``att_diff_i > 0`` (``< 0``). The masks of eqs. (2), (4), (5) and (12) are
-built from these rows (``metrics.functional.mre``). Columns follow ``labels.CELEBAMASK_CLASSES``.
+strengthened (weakened), i.e. ``att_diff_i > 0`` (``< 0``). The masks of eqs. (2), (3), (4), (5) and (12) are
+built from these rows by the functions at the end of this module, which the MagGAN generator, its loss
+and the MRE metric (``metrics.functional.mre``) all call. Columns follow ``labels.CELEBAMASK_CLASSES``.
 
 The paper's supplement, which holds the exact matrices ("Detailed definitions are in Supplementary", §4),
 is not available. What the paper itself says about regions, quoted, is:
@@ -33,6 +34,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+from torch import Tensor
 
 from datamodules.labels import CELEBAMASK_CLASSES, CLASS_INDEX, EDIT_ATTRIBUTES
 
@@ -106,4 +108,64 @@ def attribute_part_matrices(attributes: Sequence[str] = EDIT_ATTRIBUTES) -> tupl
         raise KeyError(f"no attribute-part row for {missing}; rows exist for {sorted(ATTRIBUTE_PARTS)}")
     plus = torch.stack([_row(ATTRIBUTE_PARTS[a].plus, a) for a in attributes])
     minus = torch.stack([_row(ATTRIBUTE_PARTS[a].minus, a) for a in attributes])
+    return plus, minus
+
+
+# ------------------------------------------------------------------------- eqs. (4), (5), influence regions
+def _check_matrices(ar_plus: Tensor, ar_minus: Tensor) -> None:
+    if ar_plus.ndim != 2 or ar_plus.shape != ar_minus.shape:
+        raise ValueError(
+            f"AR+ and AR- must both be (C, P) matrices of one shape, got {tuple(ar_plus.shape)} and "
+            f"{tuple(ar_minus.shape)}"
+        )
+
+
+def check_att_diff(att_diff: Tensor, ar_plus: Tensor) -> None:
+    if att_diff.ndim != 2 or att_diff.shape[1] != ar_plus.shape[0]:
+        raise ValueError(
+            f"att_diff must be (B, {ar_plus.shape[0]}) to match AR's {ar_plus.shape[0]} attribute rows, "
+            f"got {tuple(att_diff.shape)}"
+        )
+
+
+def _check_soft_masks(soft_masks: Tensor, ar_plus: Tensor, batch: int) -> None:
+    if soft_masks.ndim != 4 or soft_masks.shape[0] != batch or soft_masks.shape[1] != ar_plus.shape[1]:
+        raise ValueError(
+            f"soft_masks must be (B={batch}, P={ar_plus.shape[1]}, H, W) to match the batch and AR's part "
+            f"columns, got {tuple(soft_masks.shape)}"
+        )
+
+
+def influenced_parts(att_diff: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> Tensor:
+    """Eq. (4): (B, C) attribute changes → (B, P) weights in [0, 1] of the classes the edit may repaint."""
+    _check_matrices(ar_plus, ar_minus)
+    check_att_diff(att_diff, ar_plus)
+    strengthened = (att_diff > 0).to(ar_plus.dtype)
+    weakened = (att_diff < 0).to(ar_minus.dtype)
+    return torch.clamp(strengthened @ ar_plus + weakened @ ar_minus, max=1.0)
+
+
+def preserved_region_mask(soft_masks: Tensor, att_diff: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> Tensor:
+    """Eq. (5): the (B, H, W) probability that a pixel must stay unchanged under the edit ``att_diff``.
+
+    ``soft_masks`` is (B, P, H, W) and sums to 1 over ``P``; a zero ``att_diff`` preserves the whole image.
+    """
+    parts = influenced_parts(att_diff, ar_plus, ar_minus)
+    _check_soft_masks(soft_masks, ar_plus, att_diff.shape[0])
+    touched = torch.einsum("bphw,bp->bhw", soft_masks.to(parts.dtype), parts)
+    return 1.0 - touched
+
+
+def influence_regions(soft_masks: Tensor, ar_plus: Tensor, ar_minus: Tensor) -> tuple[Tensor, Tensor]:
+    """``(M⁺, M⁻)``, each (B, C, H, W): the region attribute ``i`` may repaint when strengthened / weakened.
+
+    ``M_i^± = Σ_p soft_masks_p · AR^±_{ip}``, i.e. one minus eq. (5) at ``att_diff = ±e_i`` (a single row
+    with entries in [0, 1] needs no clamp). MagGAN's mask-guided conditioning, eq. (12), multiplies
+    ``att_diff_i`` by these maps.
+    """
+    _check_matrices(ar_plus, ar_minus)
+    _check_soft_masks(soft_masks, ar_plus, soft_masks.shape[0])
+    masks = soft_masks.to(ar_plus.dtype)
+    plus = torch.einsum("bphw,cp->bchw", masks, ar_plus)
+    minus = torch.einsum("bphw,cp->bchw", masks, ar_minus)
     return plus, minus
