@@ -12,7 +12,11 @@ from portrait_models.layers.blocks import (
     pix2pixhd_widths,
     upsample_stack,
 )
-from portrait_models.layers.discriminators import MultiscaleDiscriminator, NLayerDiscriminator
+from portrait_models.layers.discriminators import (
+    MultiLevelDiscriminator,
+    MultiscaleDiscriminator,
+    NLayerDiscriminator,
+)
 from portrait_models.layers.frozen import FrozenModule
 from portrait_models.layers.norms import (
     SPADE,
@@ -35,6 +39,7 @@ __all__ = [
     "FrozenModule",
     "GlobalGenerator",
     "InstanceNorm2d",
+    "MultiLevelDiscriminator",
     "MultiscaleDiscriminator",
     "NLayerDiscriminator",
     "ResnetBlock",

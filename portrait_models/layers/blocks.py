@@ -203,17 +203,19 @@ class GlobalGenerator(nn.Module):
         return self.tail(self.up(self.blocks(self.down(self.head(x)))))
 
 
-def init_pix2pixhd_weights(module: nn.Module, std: float = 0.02) -> None:
+def init_pix2pixhd_weights(module: nn.Module, std: float = 0.02, include_transposed: bool = False) -> None:
     """pix2pixHD's ``weights_init``: Conv2d weights ~ N(0, std), BatchNorm weights ~ N(1, std) and biases 0.
 
-    As in the original (which matches class names containing ``Conv2d``), transposed convolutions, linear
-    layers and conv biases keep PyTorch's default initialisation. A spectral-normalised conv has its raw
-    weight drawn.
+    Linear layers and conv biases keep PyTorch's default initialisation. A spectral-normalised conv has its
+    raw weight drawn. The original matches every class name containing ``Conv``, so it also draws
+    ``ConvTranspose2d`` weights: ``include_transposed=True`` does that (PortraitGAN); the default leaves
+    them at PyTorch's init, as this function always did for the systems already trained with it.
     """
+    kinds = (nn.Conv2d, nn.ConvTranspose2d) if include_transposed else (nn.Conv2d,)
     for m in module.modules():
         if any(p.is_meta for p in m.parameters(recurse=False)):
             continue  # shape-only tensors (parameter counting on the meta device): nothing to draw
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, kinds):
             weight = m.parametrizations.weight.original if parametrize.is_parametrized(m, "weight") else m.weight
             nn.init.normal_(weight, 0.0, std)
         elif isinstance(m, nn.BatchNorm2d) and m.affine:

@@ -117,3 +117,42 @@ class MultiscaleDiscriminator(nn.Module):
                 x = self.downsample(x)
             outputs.append(discriminator(x))
         return outputs
+
+
+class MultiLevelDiscriminator(nn.Module):
+    """One PatchGAN per level of a generator's image pyramid (PortraitGAN's multi-level supervision).
+
+    Unlike :class:`MultiscaleDiscriminator` it does **no** downsampling: ``forward`` takes a list of images,
+    full resolution first (a generator's level outputs, or the real image's pyramid), feeds image ``k`` to
+    ``discriminators[k]`` and returns one feature list per level, the structure the adversarial and
+    feature-matching losses take. A single tensor is treated as a one-level list.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        ndf: int = 64,
+        n_layers: int = 3,
+        num_levels: int = 2,
+        norm: NormKind = "instance",
+        max_channels: int = 512,
+        init_weights: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_levels < 1:
+            raise ValueError(f"num_levels must be >= 1, got {num_levels}")
+        self.discriminators = nn.ModuleList(
+            NLayerDiscriminator(in_channels, ndf, n_layers, norm, max_channels) for _ in range(num_levels)
+        )
+        if init_weights:
+            init_pix2pixhd_weights(self)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.discriminators)
+
+    def forward(self, levels: Tensor | list[Tensor] | tuple[Tensor, ...]) -> list[list[Tensor]]:
+        levels = [levels] if isinstance(levels, Tensor) else list(levels)
+        if len(levels) != self.num_levels:
+            raise ValueError(f"expected {self.num_levels} images (one per level), got {len(levels)}")
+        return [d(x) for d, x in zip(self.discriminators, levels, strict=True)]

@@ -4,9 +4,10 @@
 (the final prediction map of each scale is excluded). The per-term weight ``w`` follows one of two
 conventions:
 
-- ``"pix2pixhd"`` (MaskGAN's released code, pix2pixHD, Gu et al., PortraitGAN): ``(1 / num_D) * (4 /
+- ``"pix2pixhd"`` (MaskGAN's released code, pix2pixHD, Gu et al.): ``(1 / num_D) * (4 /
   (n_layers+1))`` where ``n_layers + 1`` is the number of intermediate feature maps per scale;
-- ``"spade"`` (SPADE): ``1 / num_D``.
+- ``"spade"`` (SPADE): ``1 / num_D``;
+- ``"sum"`` (PortraitGAN Eq. 5 as written; its research code computes no feature matching): weight 1.
 
 The result is not multiplied by ``lambda_feat`` (10 in all four papers): the training system owns loss
 weights.
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-FMWeighting = Literal["pix2pixhd", "spade"]
+FMWeighting = Literal["pix2pixhd", "spade", "sum"]
 
 
 def feature_matching_loss(
@@ -51,8 +52,12 @@ def feature_matching_loss(
             weight = (1.0 / num_d) * (4.0 / num_intermediate)
         elif weighting == "spade":
             weight = 1.0 / num_d
+        elif weighting == "sum":
+            weight = 1.0
         else:
-            raise ValueError(f"unknown feature-matching weighting {weighting!r}; expected 'pix2pixhd' or 'spade'")
+            raise ValueError(
+                f"unknown feature-matching weighting {weighting!r}; expected 'pix2pixhd', 'spade' or 'sum'"
+            )
         for fake, real in zip(fake_scale[:-1], real_scale[:-1], strict=True):
             terms.append(weight * F.l1_loss(fake.float(), real.detach().float()))
     return torch.stack(terms).sum()

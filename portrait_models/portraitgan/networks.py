@@ -1,0 +1,120 @@
+"""PortraitGAN networks (Duan et al. 2020, §III-B/C): the conditioned generator with auxiliary lower-scale
+outputs, the per-level PatchGANs and the frozen VGG19 texture network.
+
+``PortraitGenerator`` is pix2pixHD's global generator on ``[RGB(3) | landmark map(1) | code planes(n)]``
+("4 stride-2 convolution layers, followed by nine residual blocks and 4 stride-2 transpose convolutions").
+For the multi-level adversarial supervision, level k = 2..K is a 1×1 conv + tanh ("one-channel convolution for
+fusion of channels") on the output of up-block ``n_down - k + 1``, i.e. an RGB image at ``S / 2^(k-1)``.
+Level 1 is the usual full-resolution output. At the paper size (512², ngf 64, 4 downsamplings, 9 blocks,
+4 modalities) the trunk has 182,458,947 parameters and the level-2 head 387.
+
+The texture network is VGG19 ``features`` up to relu5_1, frozen and out of checkpoints. Without the ImageNet
+weights (CI, the synthetic world) a random VGG19 is drawn from a dedicated seeded generator, so it is the same
+network after a checkpoint reload.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from portrait_models.layers import GlobalGenerator, MultiLevelDiscriminator, init_pix2pixhd_weights
+from portrait_models.losses import GramTextureLoss, VGG19Features
+from portrait_models.losses.perceptual import VGG19_RELU_X_1
+
+#: The real image's pyramid for the level-k discriminators: pix2pixHD's downsampler.
+real_pyramid_pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+
+def image_pyramid(image: Tensor, num_levels: int) -> list[Tensor]:
+    """``[I, P(I), P(P(I)), ...]`` with ``num_levels`` entries (full resolution first)."""
+    levels = [image]
+    for _ in range(num_levels - 1):
+        levels.append(real_pyramid_pool(levels[-1]))
+    return levels
+
+
+class PortraitGenerator(nn.Module):
+    """G(I, L, c) → [level-1 image (S), level-2 image (S/2), ...].
+
+    Args:
+        num_modalities: n, the number of one-hot code planes (0: the single-modality base model of Eq. 4).
+        ngf, n_downsample, n_blocks: pix2pixHD global-generator sizes (paper: 64, 4, 9).
+        num_levels: K, how many outputs are supervised (1 = no multi-level supervision; at most n_downsample).
+    """
+
+    def __init__(
+        self,
+        num_modalities: int = 4,
+        ngf: int = 64,
+        n_downsample: int = 4,
+        n_blocks: int = 9,
+        num_levels: int = 2,
+    ) -> None:
+        super().__init__()
+        if not 1 <= num_levels <= n_downsample:
+            raise ValueError(f"num_levels must lie in 1..n_downsample={n_downsample}, got {num_levels}")
+        if num_modalities < 0:
+            raise ValueError(f"num_modalities must be >= 0, got {num_modalities}")
+        self.num_modalities = num_modalities
+        self.num_levels = num_levels
+        self.n_downsample = n_downsample
+        self.trunk = GlobalGenerator(3 + 1 + num_modalities, 3, ngf, n_downsample, n_blocks, out_activation="tanh")
+        # Level k taps up-block n_down - k + 1 (1-based), whose output has ngf * 2^(k-1) channels.
+        self.aux_heads = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(ngf * 2 ** (k - 1), 3, 1), nn.Tanh()) for k in range(2, num_levels + 1)
+        )
+        init_pix2pixhd_weights(self, include_transposed=True)
+
+    @property
+    def in_channels(self) -> int:
+        return 3 + 1 + self.num_modalities
+
+    def forward(self, image: Tensor, landmark_map: Tensor, code: Tensor | None = None, all_levels: bool = True):
+        """Images in [-1, 1]: a list of ``num_levels`` tensors (full resolution first), or with
+        ``all_levels=False`` the level-1 tensor only (the aux heads are skipped)."""
+        side = 2**self.n_downsample
+        if image.shape[-2] % side or image.shape[-1] % side:
+            raise ValueError(f"image size {tuple(image.shape[-2:])} must be divisible by 2^n_downsample = {side}")
+        parts = [image, landmark_map.to(image.dtype)]
+        if self.num_modalities:
+            if code is None or code.shape[1] != self.num_modalities:
+                got = None if code is None else code.shape[1]
+                raise ValueError(f"expected {self.num_modalities} modality code planes, got {got}")
+            parts.append(code.to(image.dtype))
+        x = torch.cat(parts, dim=1)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"G takes 3 image + 1 landmark + {self.num_modalities} code channels, got {x.shape[1]}")
+        t = self.trunk
+        h = t.blocks(t.down(t.head(x)))
+        taps: dict[int, Tensor] = {}
+        n_up = len(t.up)
+        for index, block in enumerate(t.up):
+            h = block(h)
+            level = n_up - index  # output of up-block index+1 feeds level n_up - index (level 1 = tail)
+            if all_levels and 2 <= level <= self.num_levels:
+                taps[level] = h
+        full = t.tail(h)
+        if not all_levels:
+            return full
+        return [full] + [self.aux_heads[k - 2](taps[k]) for k in range(2, self.num_levels + 1)]
+
+
+class PortraitDiscriminator(MultiLevelDiscriminator):
+    """The K PatchGANs, one per level (three-layer, 70×70 receptive field); image only by default,
+    ``in_channels=4`` when the landmark map is concatenated (``d_condition_landmarks``)."""
+
+
+def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0) -> GramTextureLoss:
+    """The Gram texture loss (Eq. 7-8) on frozen VGG19 relu1_1 ... relu{num_layers}_1 (ImageNet-normalised
+    inputs, Gram / (C·H·W), squared Frobenius norm). ``pretrained=False`` draws the VGG from ``seed``."""
+    if not 1 <= num_layers <= len(VGG19_RELU_X_1):
+        raise ValueError(f"texture_layers must lie in 1..5 (relu1_1 .. relu5_1), got {num_layers}")
+    ends = VGG19_RELU_X_1[:num_layers]
+    if pretrained:
+        features = VGG19Features(ends, pretrained=True)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            features = VGG19Features(ends, pretrained=False)
+    return GramTextureLoss(features=features, imagenet_normalize=True, normalize_gram=True, reduction="frobenius")
