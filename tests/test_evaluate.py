@@ -25,15 +25,13 @@ from torch.utils.data import Dataset
 
 from datamodules.labels import ATTRIBUTE_INDEX, CLASS_INDEX, NUM_CELEBA_ATTRIBUTES
 from experiments import evaluate
-from experiments.evaluate import (
-    EvaluationConfig,
-    IdentityCollector,
-    Judges,
-    Unavailable,
+from experiments.evaluate import common
+from experiments.evaluate.common import IdentityCollector, Judges, Unavailable, load_embedder, select_attributes
+from experiments.evaluate.maskgan import (
+    MaskGANConfig,
     evaluate_maskgan,
-    load_embedder,
     model_name,
-    select_attributes,
+    render_report,
     select_smiling_pairs,
     select_style_pairs,
     style_copy_targets,
@@ -196,7 +194,7 @@ def test_oracle_judges_give_the_known_numbers():
         embedder=PatternEmbedder(),
         identity_label="pattern oracle",
     )
-    config = EvaluationConfig(num_pairs=400, num_style_pairs=10, batch_size=4, progress=False)
+    config = MaskGANConfig(num_pairs=400, num_style_pairs=10, batch_size=4, progress=False)
     result = evaluate_maskgan(renderer, faces, judges, config, data="oracle", synthetic=True)
 
     gt, transfer, style = result.ground_truth, result.attribute_transfer, result.style_copy
@@ -232,7 +230,7 @@ def test_missing_judges_are_reported_not_guessed():
         embedder=Unavailable("needs ArcFace weights: y.pth"),
     )
     judges.classifier.attributes = ("Male",)  # a classifier without Smiling, Heavy_Makeup, No_Beard
-    config = EvaluationConfig(num_pairs=4, num_style_pairs=4, batch_size=4, progress=False)
+    config = MaskGANConfig(num_pairs=4, num_style_pairs=4, batch_size=4, progress=False)
     result = evaluate_maskgan(CopyStyleRenderer(), faces, judges, config)
     assert result.attribute_transfer.attribute_accuracy["Smiling"] == Unavailable(
         "--attr-classifier has no Smiling output"
@@ -240,7 +238,7 @@ def test_missing_judges_are_reported_not_guessed():
     assert result.style_copy.attribute_accuracy["Male"] == 100.0
     assert result.style_copy.segmentation == Unavailable("needs --parser")
     assert result.identity == Unavailable("needs ArcFace weights: y.pth")
-    report = evaluate.render_report(result)
+    report = render_report(result)
     assert "| needs --parser | needs Inception weights: x.pth |" in report
 
 
@@ -298,8 +296,15 @@ def _table_row(report: str, title: str, row_start: str) -> list[str]:
     return [cell.strip() for cell in line.strip("|").split("|")]
 
 
+def _accuracy(logits: Tensor, targets: Tensor) -> list[float]:
+    """Per-column percentage of (sigmoid > 0.5) == target: the reference for an attribute cell."""
+    return (100.0 * ((logits.sigmoid() > 0.5) == targets.bool()).float().mean(0)).tolist()
+
+
 def test_command_line_on_the_synthetic_test_split(tmp_path, monkeypatch, capsys):
-    from portrait_models.classifiers.attributes import AttributeClassifier
+    from datamodules import CelebAMaskHQDataModule
+    from portrait_models.classifiers.attributes import IMAGENET_MEAN, IMAGENET_STD, AttributeClassifier
+    from portrait_models.maskgan.editing import render
     from portrait_models.maskgan.module import MaskGAN
     from portrait_models.parsing import FaceParser
 
@@ -308,8 +313,11 @@ def test_command_line_on_the_synthetic_test_split(tmp_path, monkeypatch, capsys)
     data = {"root": None, "image_size": 64, "synthetic_images": 80, "seed": 0}  # 8 test faces, 2 smile
     maskgan = MaskGAN(**TINY_MASKGAN)
     checkpoint = _save_checkpoint(maskgan, tmp_path / "maskgan.ckpt", datamodule_hyper_parameters=data)
-    parser = _save_checkpoint(FaceParser(unet_feature_scale=16), tmp_path / "parser.ckpt")
-    classifier = _save_checkpoint(AttributeClassifier(JUDGED, width=4, num_layers=1), tmp_path / "attr.ckpt")
+    face_parser = FaceParser(unet_feature_scale=16).eval()
+    parser = _save_checkpoint(face_parser, tmp_path / "parser.ckpt")
+    judge = AttributeClassifier(JUDGED, width=4, num_layers=1).eval()
+    judge.trained_image_size.fill_(32)  # as if trained on 32² faces: it must see the 64² images at 32²
+    classifier = _save_checkpoint(judge, tmp_path / "attr.ckpt")
     out, metrics_file = tmp_path / "report" / "maskgan.md", tmp_path / "maskgan.json"
     argv = ["maskgan", "--checkpoint", checkpoint, "--parser", parser, "--attr-classifier", classifier,
             "--num-style-pairs", "6", "--batch-size", "4", "--device", "cpu", "--no-progress",
@@ -340,23 +348,73 @@ def test_command_line_on_the_synthetic_test_split(tmp_path, monkeypatch, capsys)
     ours2 = _table_row(report, "### Table 2", "**ours: MaskGAN†")
     ours3 = _table_row(report, "### Table 3", "**ours: MaskGAN†")
     ours4 = _table_row(report, "### Table 4", "**ours: MaskGAN†")
+    gt2 = _table_row(report, "### Table 2", "**ours: GT")
+    gt3 = _table_row(report, "### Table 3", "**ours: GT")
     assert ours2[3].startswith(needs_inception) and ours3[5].startswith(needs_inception)
     assert ours4[1].startswith(f"needs ArcFace weights: {WEIGHTS['arcface_r50'].filename}")
-    for cell in ours2[1:3] + ours3[1:5]:
-        assert 0.0 <= float(cell) <= 100.0
+
+    # Every number recomputed here, by hand, from the same networks on the same test split: the classifier
+    # at its 32² training size (resized with antialiasing), the parser at full size, the model's EMA DMN.
+    module = CelebAMaskHQDataModule(root=None, image_size=64, synthetic_images=80, seed=0, augment=False)
+    module.setup("test")
+    split = module.datasets["test"]
+    images = torch.stack([split[i]["image"] for i in range(len(split))])
+    labels = torch.stack([split[i]["label"] for i in range(len(split))])
+    attributes = torch.stack([split[i]["attributes"] for i in range(len(split))])
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+
+    def judge_at(x: Tensor, size: int) -> Tensor:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        with torch.no_grad():
+            return judge.network(((x + 1) / 2 - mean) / std)
+
+    columns = [JUDGED.index(a) for a in ("Smiling", "Male", "Heavy_Makeup", "No_Beard")]
+    expected_gt = _accuracy(judge_at(images, 32)[:, columns], select_attributes(attributes, JUDGED)[:, columns])
+    with torch.no_grad():
+        parsed = face_parser(images).argmax(1)
+    expected_seg = 100.0 * (parsed == labels).float().mean().item()
+    assert [float(gt2[1]), *map(float, gt3[1:4])] == pytest.approx([round(v, 1) for v in expected_gt], abs=0.051)
+    assert float(gt2[2]) == float(gt3[4]) == pytest.approx(expected_seg, abs=0.006)
+
+    targets, sources = select_style_pairs(len(split), 6, seed=0)
+    model = MaskGAN.load_from_checkpoint(checkpoint, vgg_pretrained=False).eval()
+    with torch.no_grad():
+        fakes = render(model, labels[targets], images[sources], labels[sources])
+    style_columns = [JUDGED.index(a) for a in ("Male", "Heavy_Makeup", "No_Beard")]
+    expected_style = _accuracy(judge_at(fakes, 32)[:, style_columns], style_copy_targets(attributes[sources]))
+    assert list(map(float, ours3[1:4])) == pytest.approx([round(v, 1) for v in expected_style], abs=0.051)
+    with torch.no_grad():
+        expected_style_seg = 100.0 * (face_parser(fakes).argmax(1) == labels[targets]).float().mean().item()
+    assert float(ours3[4]) == pytest.approx(expected_style_seg, abs=0.006)
 
     metrics = json.loads(metrics_file.read_text())
-    accuracies = {key: value for key, value in metrics.items() if re.search(r"attr_acc|seg_pixel_acc", key)}
+    assert metrics["test/ground_truth/seg_pixel_acc"] == pytest.approx(expected_seg, abs=1e-3)
+    for name, value in zip(("Smiling", "Male", "Heavy_Makeup", "No_Beard"), expected_gt):
+        assert metrics[f"test/ground_truth/attr_acc/{name}"] == pytest.approx(value, abs=1e-3)
+    accuracies = {key for key in metrics if re.search(r"attr_acc|seg_pixel_acc", key)}
     assert len(accuracies) == 4 + 1 + 1 + 1 + 3 + 1  # GT (4 attributes + parsing), transfer, style copy
-    assert all(0.0 <= value <= 100.0 for value in accuracies.values())
     assert metrics["test/attribute_transfer/fid_6"].startswith(needs_inception)
     assert metrics["test/style_copy/fid_6"].startswith(needs_inception)
     assert metrics["test/identity/arcface_verification_acc_6"].startswith("needs ArcFace weights")
+
+
+def test_attribute_classifier_that_lacks_an_attribute_names_it(tmp_path, monkeypatch, capsys):
+    from portrait_models.classifiers.attributes import AttributeClassifier
+
+    judge = AttributeClassifier(["Male", "No_Beard"], width=4, num_layers=1)
+    judge.trained_image_size.fill_(48)
+    loaded = common.load_attribute_classifier(_save_checkpoint(judge, tmp_path / "attr.ckpt"), "cpu")
+    assert loaded.image_size == 48
+    assert common.missing_attribute(loaded, "Smiling") == Unavailable("--attr-classifier has no Smiling output")
+    assert common.missing_attribute(loaded, "Male") is None
+    untrained = _save_checkpoint(AttributeClassifier(["Male"], width=4, num_layers=1), tmp_path / "new.ckpt")
+    with pytest.raises(ValueError, match=r"new.ckpt: the attribute classifier was never trained"):
+        common.load_attribute_classifier(untrained, "cpu")
 
 
 def test_command_line_rejects_bad_input_with_one_message(tmp_path, capsys):
     assert evaluate.main(["maskgan", "--checkpoint", str(tmp_path / "absent.ckpt"), "--no-progress"]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="parser checkpoint not found: .*nope.ckpt"):
-        evaluate.load_parser(tmp_path / "nope.ckpt", "cpu")
-    assert evaluate.load_parser(None, "cpu") == Unavailable("needs --parser (a 19-class FaceParser .ckpt)")
+        common.load_parser(tmp_path / "nope.ckpt", "cpu")
+    assert common.load_parser(None, "cpu") == Unavailable("needs --parser (a 19-class FaceParser .ckpt)")

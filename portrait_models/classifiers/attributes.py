@@ -3,7 +3,14 @@
 MaskGAN (§5.3) trains "binary facial attribute classifiers for specific attributes on the CelebA dataset by
 using ResNet-18"; MagGAN and STGAN score their 13 edited attributes with one multi-label classifier
 (STGAN's AttGAN-style network, 94.5% mean accuracy). Here one ResNet-18 serves both: ``attributes`` picks the
-columns (default: the 13 edit attributes) and each gets one logit, trained with binary cross-entropy.
+columns and each gets one logit, trained with binary cross-entropy. The default, :data:`JUDGED_ATTRIBUTES`, is
+every attribute an evaluation protocol of this project judges: MagGAN's 13 edit attributes plus MaskGAN's
+Smiling and Heavy_Makeup (its Male and No_Beard are among the 13).
+
+The classifier records the resolution it was trained at (the ``trained_image_size`` buffer, saved in the
+checkpoint, set from the first training batch) and resizes any other input to it before classifying:
+a classifier trained on 128² CelebA crops judges a 512² MaskGAN output as the 128² image it was made for,
+not as a face four times larger than any it has seen.
 
 With ``width=64, num_layers=4`` the trunk is torchvision's ResNet-18 with the same parameter names, so the
 ImageNet file (``resolve_weights("resnet18")``) initialises it; a smaller width / fewer stages give the same
@@ -28,6 +35,10 @@ from portrait_models.pretrained import resolve_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Every attribute a protocol judges: MagGAN's / STGAN's 13 edit attributes, then MaskGAN's Smiling (Table 2)
+# and Heavy_Makeup (Table 3); MaskGAN's Male and No_Beard are among the 13.
+JUDGED_ATTRIBUTES: tuple[str, ...] = (*EDIT_ATTRIBUTES, "Smiling", "Heavy_Makeup")
 
 
 class ResNetClassifier(nn.Module):
@@ -109,7 +120,7 @@ class AttributeClassifier(LightningModule):
     Logs ``train/loss``, ``val/loss``, ``val/acc/<Attribute>`` and ``val/acc_mean`` (threshold 0.5).
 
     Args:
-        attributes: CelebA attribute names to predict, in output order; default the 13 edit attributes.
+        attributes: CelebA attribute names to predict, in output order; default :data:`JUDGED_ATTRIBUTES`.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
         pretrained_backbone: start the trunk from torchvision's ImageNet ResNet-18 (the cached
@@ -128,7 +139,7 @@ class AttributeClassifier(LightningModule):
         num_layers: int = 4,
     ) -> None:
         super().__init__()
-        attributes = list(EDIT_ATTRIBUTES if attributes is None else attributes)
+        attributes = list(JUDGED_ATTRIBUTES if attributes is None else attributes)
         if not attributes:
             raise ValueError("attributes is empty; expected at least one CelebA attribute name")
         self.save_hyperparameters()
@@ -139,6 +150,9 @@ class AttributeClassifier(LightningModule):
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.network = ResNetClassifier(len(attributes), width=width, num_layers=num_layers)
+        # The side of the square images it was trained on (0 until the first training batch); saved in the
+        # checkpoint, so every user of the file classifies at that resolution.
+        self.register_buffer("trained_image_size", torch.zeros((), dtype=torch.long))
         if pretrained_backbone:
             path = resolve_weights("resnet18")
             load_imagenet_trunk(self.network, torch.load(path, map_location="cpu", weights_only=True), str(path))
@@ -146,11 +160,34 @@ class AttributeClassifier(LightningModule):
         # classification accuracy at probability 0.5.
         self.val_accuracy = AttributeEditAccuracy(self.attributes, per_attribute=True)
 
+    @property
+    def image_size(self) -> int | None:
+        """The resolution the classifier was trained at, or None before any training batch."""
+        size = int(self.trained_image_size)
+        return size or None
+
     def forward(self, images: Tensor) -> Tensor:
-        """(B, 3, H, W) in [-1, 1] → (B, C) logits, one per attribute."""
+        """(B, 3, H, W) in [-1, 1] → (B, C) logits, one per attribute; images of another size than the
+        training resolution are first resized to it (antialiased bilinear)."""
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images (B, 3, H, W) in [-1, 1], got {tuple(images.shape)}")
+        size = self.image_size
+        if size is not None and tuple(images.shape[-2:]) != (size, size):
+            images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True,
+                                   align_corners=False)  # fmt: skip
         return self.network(((images + 1) / 2 - self.mean) / self.std)
+
+    def _record_image_size(self, images: Tensor) -> None:
+        height, width = images.shape[-2:]
+        if height != width:
+            raise ValueError(f"the attribute classifier trains on square images, got {height}x{width}")
+        if self.image_size is None:
+            self.trained_image_size.fill_(int(height))
+        elif self.image_size != height:
+            raise ValueError(
+                f"training batch of {height}² images for a classifier trained at {self.image_size}²; "
+                "one classifier is trained at one resolution"
+            )
 
     def targets(self, batch: dict[str, Tensor]) -> Tensor:
         """The (B, C) float {0, 1} targets of this classifier's attributes, from ``batch["attributes"]``."""
@@ -159,6 +196,7 @@ class AttributeClassifier(LightningModule):
         return batch["attributes"].index_select(1, self.columns).float()
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        self._record_image_size(batch["image"])
         loss = F.binary_cross_entropy_with_logits(self(batch["image"]), self.targets(batch))
         self.log("train/loss", loss, prog_bar=True)
         return loss

@@ -1,0 +1,5 @@
+import sys
+
+from experiments.evaluate import main
+
+sys.exit(main())
