@@ -15,6 +15,8 @@ from datamodules.base import (
     DatasetError,
     FaceDataModule,
     FaceDataset,
+    MissingDataError,
+    atomic_directory,
     file_names,
     parse_attribute_file,
     parse_partition_file,
@@ -24,8 +26,9 @@ from datamodules.base import (
     require_file,
     require_listed,
 )
-from datamodules.labels import ATTRIBUTE_INDEX, CELEBA_LANDMARKS5
-from datamodules.transforms import FaceSample, center_square_crop, crop
+from datamodules.labels import ATTRIBUTE_INDEX, CELEBA_LANDMARKS5, NUM_CELEBAMASK_CLASSES
+from datamodules.soft_masks import load_soft_mask, one_hot_soft_mask, require_soft_mask_cache, save_soft_mask
+from datamodules.transforms import FaceSample, center_square_crop, crop, resize
 
 IMAGE_DIR = "img_align_celeba"
 ATTRIBUTE_FILE = "list_attr_celeba.txt"
@@ -111,6 +114,10 @@ class CelebA(FaceDataset):
         crop: ``"stgan"``, ``"center"`` or None.
         split_scheme: ``"official"`` or ``"stgan"``.
         attribute_names: return only these attributes, in this order (e.g. ``labels.EDIT_ATTRIBUTES``).
+        soft_mask_dir: a cache of 19-class soft parser masks of the crop (``experiments.parse``; MagGAN); each
+            item then carries ``soft_masks`` float (19, h, w) at the cache's resolution. A missing or
+            incomplete cache is one error naming the first absent file and the command that builds it.
+            Masks are not flipped, so ``augment`` must be off.
     """
 
     def __init__(
@@ -124,7 +131,10 @@ class CelebA(FaceDataset):
         crop: CropMode | None = None,
         split_scheme: SplitScheme = "official",
         attribute_names: Sequence[str] | None = None,
+        soft_mask_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        if soft_mask_dir is not None and augment:
+            raise ValueError("soft_mask_dir with augment=True: the cached soft masks would not follow the flip")
         if crop not in ("stgan", "center", None):
             raise ValueError(f"unknown crop {crop!r}; expected 'stgan', 'center' or None")
         if split_scheme not in ("official", "stgan"):
@@ -150,6 +160,9 @@ class CelebA(FaceDataset):
         self._attributes = table.values[rows][:, self.columns].astype(np.float32)
         self._landmarks = self._optional(LANDMARK_FILE, _parse_landmarks)
         self._identities = self._optional(IDENTITY_FILE, _parse_identities)
+        self.soft_mask_dir = None
+        if soft_mask_dir is not None:
+            self.soft_mask_dir = require_soft_mask_cache(soft_mask_dir, [Path(n).stem for n in names], self.root)
 
     # ---------------------------------------------------------------------------------- construction
     @staticmethod
@@ -209,6 +222,8 @@ class CelebA(FaceDataset):
         }
         if self._identities is not None:
             extras["identity"] = self._identities[name]
+        if self.soft_mask_dir is not None:
+            extras["soft_masks"] = load_soft_mask(self.soft_mask_dir, Path(name).stem)
         points = {} if self._landmarks is None else {"landmarks5": self._landmarks[name]}
         sample = FaceSample(image=read_rgb(self.image_dir / name), points=points, extras=extras)
         return self._crop(sample)
@@ -221,6 +236,11 @@ class CelebADataModule(FaceDataModule):
     ``attribute_names`` as in :class:`CelebA`. STGAN/MagGAN configs set ``crop="stgan"``,
     ``split_scheme="stgan"`` (real data only), ``attribute_names=labels.EDIT_ATTRIBUTES`` and
     ``augment=False``.
+
+    ``soft_masks`` (MagGAN): None (no masks), a cache directory written by ``experiments.parse``, or, on the
+    synthetic world only (``root`` None), ``"labels"``: the exact label maps of the synthetic crop, one-hot,
+    stand in for the parser's soft masks (written once beside the synthetic set at ``mask_size``²), or
+    ``"parser"``: the soft masks of the FaceParser checkpoint ``parser_checkpoint`` (cached beside the set).
     """
 
     synthetic_layout = "celeba"
@@ -238,13 +258,47 @@ class CelebADataModule(FaceDataModule):
         crop: CropMode | None = "stgan",
         split_scheme: SplitScheme = "official",
         attribute_names: Sequence[str] | None = None,
+        soft_masks: str | None = None,
+        mask_size: int | None = None,
+        parser_checkpoint: str | None = None,
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
         self.crop = crop
         self.split_scheme = split_scheme
         self.attribute_names = None if attribute_names is None else tuple(attribute_names)
+        if soft_masks in ("labels", "parser") and root is not None:
+            raise ValueError(
+                f"soft_masks={soft_masks!r} is for the synthetic world (root=None); for real CelebA give the cache "
+                "directory that `python -m experiments.parse` writes"
+            )
+        if soft_masks == "parser" and not parser_checkpoint:
+            raise ValueError("soft_masks='parser' needs parser_checkpoint (a FaceParser .ckpt)")
+        self.soft_masks = soft_masks
+        self.mask_size = mask_size or image_size
+        self.parser_checkpoint = parser_checkpoint
 
-    def make_dataset(self, split: str, augment: bool) -> CelebA:
+    @property
+    def soft_mask_dir(self) -> Path | None:
+        if self.soft_masks is None:
+            return None
+        if self.soft_masks == "labels":
+            return Path(f"{self.synthetic_dir}-masks-labels-s{self.mask_size}")
+        if self.soft_masks == "parser":
+            tag = Path(self.parser_checkpoint).stem
+            return Path(f"{self.synthetic_dir}-masks-parser-{tag}-s{self.mask_size}")
+        return Path(self.soft_masks).expanduser()
+
+    def prepare_data(self) -> None:
+        super().prepare_data()
+        directory = self.soft_mask_dir
+        if self.soft_masks in ("labels", "parser") and directory is not None and not directory.is_dir():
+            with atomic_directory(directory) as tmp:
+                if self.soft_masks == "labels":
+                    write_synthetic_label_masks(tmp, self.synthetic_images, self.seed, self.image_size, self.mask_size)
+                else:
+                    write_parser_masks(tmp, self.parser_checkpoint, self.make_dataset("all", False, masks=False))
+
+    def make_dataset(self, split: str, augment: bool, masks: bool = True) -> CelebA:
         return CelebA(
             self.data_root,
             split,
@@ -254,6 +308,7 @@ class CelebADataModule(FaceDataModule):
             crop=self.crop,
             split_scheme=self.split_scheme,
             attribute_names=self.attribute_names,
+            soft_mask_dir=self.soft_mask_dir if masks else None,
         )
 
     def synthetic_size_tag(self) -> str:
@@ -263,3 +318,36 @@ class CelebADataModule(FaceDataModule):
         from datamodules.synthetic import write_celeba
 
         write_celeba(directory, num_images=self.synthetic_images, seed=self.seed, image_size=ALIGNED_FRAME)
+
+
+def synthetic_label_mask(label: np.ndarray, image_size: int, mask_size: int) -> torch.Tensor:
+    """The exact label map of a synthetic 178x218 face cut with the crop CelebA(crop="stgan") applies to the
+    image, resized (nearest) to ``mask_size``² and one-hot: what a perfect parser of the crop would output."""
+    top, left, side = stgan_crop_box(image_size)
+    sample = FaceSample(image=np.zeros((*label.shape, 3), np.uint8), label=label)
+    sample = resize(crop(sample, top, left, side, side), (mask_size, mask_size))
+    return one_hot_soft_mask(sample.label, NUM_CELEBAMASK_CLASSES)
+
+
+def write_synthetic_label_masks(directory: Path, num_images: int, seed: int, image_size: int, mask_size: int) -> None:
+    """One-hot soft masks of every face ``write_celeba`` writes (same seed and order), in the parse-cache layout."""
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    world = SyntheticFaceWorld(seed)
+    for i in range(num_images):
+        label = world.face(i, ALIGNED_FRAME).label
+        save_soft_mask(directory, f"{i + 1:06d}", synthetic_label_mask(label, image_size, mask_size))
+
+
+@torch.no_grad()
+def write_parser_masks(directory: Path, checkpoint: str | None, dataset: CelebA, batch_size: int = 16) -> None:
+    """Soft masks of a trained FaceParser over ``dataset`` (the same crop and size), in the parse-cache layout."""
+    from portrait_models.parsing import FaceParser
+
+    if not checkpoint or not Path(checkpoint).is_file():
+        raise MissingDataError(f"parser checkpoint not found: {checkpoint} (train one with `make train-parser`)")
+    parser = FaceParser.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    for batch in loader:
+        for name, probs in zip(batch["name"], parser.parse(batch["image"]), strict=True):
+            save_soft_mask(directory, name, probs)

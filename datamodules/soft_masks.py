@@ -7,6 +7,7 @@ dequantizes and renormalizes so the classes sum to 1 at every pixel (quantizatio
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,36 @@ import torch
 
 from datamodules.base import DatasetError, MissingDataError
 
+PARSE_COMMAND = (
+    "python -m experiments.parse --checkpoint <parser.ckpt> (or --bisenet 79999_iter.pth) --dataset celeba "
+    "--data {root} --out {cache} --image-size 256"
+)
+
 
 def soft_mask_path(cache_dir: str | Path, name: str) -> Path:
     return Path(cache_dir) / f"{name}.npz"
+
+
+def require_soft_mask_cache(cache_dir: str | Path, names: list[str], root: str | Path) -> Path:
+    """Check that ``cache_dir`` holds one soft mask per name; one error naming the first missing file, how many
+    are missing and the command that builds the cache."""
+    cache = Path(cache_dir).expanduser()
+    present = {p.stem for p in cache.glob("*.npz")} if cache.is_dir() else set()
+    missing = [n for n in names if n not in present]
+    if missing:
+        raise MissingDataError(
+            f"soft-mask cache {cache} is {'missing' if not cache.is_dir() else 'incomplete'}: "
+            f"{len(missing)} of {len(names)} masks absent, first {soft_mask_path(cache, missing[0])}; build it with "
+            f"`{PARSE_COMMAND.format(root=root, cache=cache)}`"
+        )
+    return cache
+
+
+def one_hot_soft_mask(label: np.ndarray, num_classes: int = 19) -> torch.Tensor:
+    """(H, W) integer labels -> (C, H, W) one-hot "soft" mask (exact labels standing in for a parser)."""
+    if label.max(initial=0) >= num_classes:
+        raise ValueError(f"label value {int(label.max())} >= num_classes={num_classes}")
+    return torch.nn.functional.one_hot(torch.from_numpy(label.astype(np.int64)), num_classes).permute(2, 0, 1).float()
 
 
 def quantize(probs: torch.Tensor) -> np.ndarray:
@@ -27,7 +55,10 @@ def quantize(probs: torch.Tensor) -> np.ndarray:
 def save_soft_mask(cache_dir: str | Path, name: str, probs: torch.Tensor) -> Path:
     path = soft_mask_path(cache_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, probs=quantize(probs))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:  # atomic: a crash never leaves a truncated mask under the real name
+        np.savez_compressed(handle, probs=quantize(probs))
+    os.replace(tmp, path)
     return path
 
 

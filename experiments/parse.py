@@ -42,7 +42,9 @@ def load_parser(checkpoint: str | None, bisenet: str | None, device: str) -> tor
 def make_dataset(name: str, root: str, split: str, image_size: int):
     import datamodules
 
-    cls = {"celebamaskhq": datamodules.CelebAMaskHQ, "helen": datamodules.Helen, "celeba": datamodules.CelebA}
+    if name == "celeba":  # parse exactly the crop MagGAN trains on (STGAN's box, bicubic resize)
+        return datamodules.CelebA(root, split=split, image_size=image_size, crop="stgan")
+    cls = {"celebamaskhq": datamodules.CelebAMaskHQ, "helen": datamodules.Helen}
     return cls[name](root, split=split, image_size=image_size)
 
 
