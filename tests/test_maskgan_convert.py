@@ -263,7 +263,8 @@ def test_converted_generator_reproduces_the_official_forward():
         expected = _official_forward(official, target, source, image, n_down=4, n_blocks=4, n_middle=3)
         actual = model(target, source, image)
     assert expected.std() > 0.05  # a non-degenerate output, so the comparison means something
-    torch.testing.assert_close(actual, expected, atol=2e-5, rtol=1e-4)
+    # fp32 through ~30 layers: the summation order of the conv kernels differs between CPUs by a few 1e-5
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------------------ files and CLI

@@ -4,12 +4,12 @@ learning on synthetic faces with known ground truth."""
 from __future__ import annotations
 
 import math
-import time
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from datamodules.labels import (
@@ -320,8 +320,8 @@ def _synthetic_tensors(first: int, count: int, size: int) -> tuple[torch.Tensor,
 
 def test_unet_learns_to_parse_held_out_synthetic_faces():
     """Official U-Net recipe (pixel CE, Adam β=(0.5, 0.999); lr 3e-3 for speed) on 400 synthetic faces at 64²,
-    widths /8; scored on 64 faces it never saw. Background alone is ~57 % of the pixels."""
-    start = time.perf_counter()
+    widths /8; scored on 64 faces it never saw, against the per-pixel majority mask of the training labels (an
+    input-ignoring parser), which it must beat by 10 points."""
     train_x, train_y = _synthetic_tensors(0, 400, 64)
     test_x, test_y = _synthetic_tensors(10_000, 64, 64)
     train_set = [{"image": x, "label": y} for x, y in zip(train_x, train_y)]
@@ -332,9 +332,11 @@ def test_unet_learns_to_parse_held_out_synthetic_faces():
     with torch.no_grad():
         pred = parser(test_x).argmax(1)
     accuracy = (pred == test_y).float().mean().item()
+    majority = F.one_hot(train_y, 19).sum(0).argmax(-1)  # (H, W): the most frequent class at each pixel
+    baseline = (majority.expand_as(test_y) == test_y).float().mean().item()
     assert accuracy >= 0.90, f"held-out pixel accuracy {accuracy:.3f}"
+    assert accuracy >= baseline + 0.10, f"parser {accuracy:.3f} vs per-pixel majority mask {baseline:.3f}"
     scores = ParsingAccuracy(19)
     scores.update(pred, test_y)
     f1 = dict(zip(CELEBAMASK_CLASSES, scores.compute()["f1"].tolist()))
     assert min(f1["skin"], f1["hair"], f1["cloth"]) >= 0.8, f1  # not just background
-    assert time.perf_counter() - start < 90
