@@ -46,6 +46,12 @@ test-slow: $(STAMP) ## the slow tests only
 test-all: $(STAMP) ## every CPU test, slow ones included
 	WANDB_MODE=disabled $(PY) -m pytest -m "not gpu" -q $(ARGS)
 
+.PHONY: test-browser
+test-browser: $(STAMP) ## the browser editor in a real headless Chromium (installs Debian's chromium via apt if missing)
+	@command -v chromium >/dev/null || { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
+	  $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq chromium >/dev/null; }
+	WANDB_MODE=disabled $(PY) -m pytest -m browser -q $(ARGS)
+
 .PHONY: lint
 lint: $(STAMP) ## ruff lint + format check
 	$(PY) -m ruff check .
@@ -65,9 +71,18 @@ clean: ## remove caches and run outputs (keeps .venv)
 distclean: clean ## also remove .venv
 	rm -rf $(VENV)
 
+# ------------------------------------------------------------------------------------------- editor
+.PHONY: editor
+editor: $(STAMP) ## browser face editor on http://127.0.0.1:7860, a tab per model; CKPT="[model=]path ..." else newest runs
+	$(PY) -m experiments.editor $(foreach c,$(CKPT),--checkpoint $(c)) $(ARGS)
+
+.PHONY: editor-screenshots
+editor-screenshots: ## re-take docs/editor_<tab>.png with the browser tests' Chromium
+	EDITOR_SCREENSHOTS=docs $(MAKE) test-browser
+
 # -------------------------------------------------------------------------------------------- bench
 .PHONY: bench
-bench: bench-data bench-maskgan ## every benchmark (each prints a ratio against a baseline measured in the same run)
+bench: bench-data bench-maskgan bench-maggan bench-portraitgan ## every benchmark (each prints a ratio against a baseline measured in the same run)
 
 .PHONY: bench-data
 bench-data: $(STAMP) ## synthetic face world: faces/s at 128² on one core vs reading the same faces from disk
@@ -76,6 +91,14 @@ bench-data: $(STAMP) ## synthetic face world: faces/s at 128² on one core vs re
 .PHONY: bench-maskgan
 bench-maskgan: $(STAMP) ## DMN training step img/s: optimized (GPU: bf16 + channels_last) vs eager fp32; GPU: 512², batch 8, MFU
 	$(PY) -m experiments.bench_maskgan $(ARGS)
+
+.PHONY: bench-maggan
+bench-maggan: $(STAMP) ## MagGAN G and critic step img/s: optimized vs eager fp32; GPU: 256², batch 32, bf16, MFU
+	$(PY) -m experiments.bench_maggan $(ARGS)
+
+.PHONY: bench-portraitgan
+bench-portraitgan: $(STAMP) ## PortraitGAN training step img/s: optimized vs eager fp32; GPU: 512², batch 2, bf16, MFU
+	$(PY) -m experiments.bench_portraitgan $(ARGS)
 
 # ----------------------------------------------------------------------------------------- training
 # DATA=/path/to/dataset trains on the real data; without DATA the experiment's DataModule renders the
@@ -100,6 +123,34 @@ endif
 eval-maskgan: $(STAMP) ## the paper's Tables 2-4 protocols on the test split: make eval-maskgan CKPT=... [DATA=...]
 	@test -n "$(CKPT)" || { echo 'usage: make eval-maskgan CKPT=runs/.../checkpoints/last.ckpt [DATA=/path/to/CelebAMask-HQ]'; exit 2; }
 	$(PY) -m experiments.evaluate maskgan --checkpoint $(CKPT) $(if $(DATA),--data $(DATA)) $(ARGS)
+
+# MASKS: the soft-mask cache of experiments.parse (default $(DATA)/soft_masks_19).
+MASKS ?= $(if $(DATA),$(DATA)/soft_masks_19)
+.PHONY: train-maggan
+train-maggan: $(STAMP) ## MagGAN (mask-guided STGAN, WGAN-GP); DATA=/path/to/celeba [MASKS=cache] for the paper 256² run (GPU), else synthetic 64² on CPU
+ifdef DATA
+	$(PY) -m experiments.train maggan_celeba_256 data.root=$(DATA) data.soft_masks=$(MASKS) $(ARGS)
+else
+	$(PY) -m experiments.train maggan_synthetic_64 $(ARGS)
+endif
+
+.PHONY: eval-maggan
+eval-maggan: $(STAMP) ## Tables 1 and 3 protocols (MRE, edit accuracy, FID, PSNR/SSIM, hat split): make eval-maggan CKPT=... [DATA=... MASKS=...]
+	@test -n "$(CKPT)" || { echo 'usage: make eval-maggan CKPT=runs/.../checkpoints/last.ckpt [DATA=/path/to/celeba MASKS=cache]'; exit 2; }
+	$(PY) -m experiments.evaluate maggan --checkpoint $(CKPT) $(if $(DATA),--data $(DATA) --masks $(MASKS)) $(ARGS)
+
+.PHONY: train-portraitgan
+train-portraitgan: $(STAMP) ## PortraitGAN (landmark + modality cycle GAN); DATA=/path/to/RaFD (with modalities/) for the paper 512² run (GPU), else synthetic 64² on CPU
+ifdef DATA
+	$(PY) -m experiments.train portraitgan_rafd_512 data.root=$(DATA) $(ARGS)
+else
+	$(PY) -m experiments.train portraitgan_synthetic_64 $(ARGS)
+endif
+
+.PHONY: eval-portraitgan
+eval-portraitgan: $(STAMP) ## Table 1 (MSE, both SSIMs, inference time; copy and modality-oracle baselines): make eval-portraitgan CKPT=... [DATA=...]
+	@test -n "$(CKPT)" || { echo 'usage: make eval-portraitgan CKPT=runs/.../checkpoints/last.ckpt [DATA=/path/to/RaFD]'; exit 2; }
+	$(PY) -m experiments.evaluate portraitgan --checkpoint $(CKPT) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 .PHONY: train-attr-classifier
 train-attr-classifier: $(STAMP) ## ResNet-18 attribute classifier (DATA=/path/to/celeba at 128², GPU; else synthetic 64², CPU)

@@ -20,6 +20,7 @@ from types import ModuleType
 
 MODELS: dict[str, str] = {
     "maskgan": "experiments.edit.maskgan",
+    "maggan": "experiments.edit.maggan",
     "portraitgan": "experiments.edit.portraitgan",
 }
 

@@ -1,0 +1,132 @@
+"""Attribute editing with a trained MagGAN: what ``python -m experiments.edit maggan`` and the browser editor call.
+
+- :func:`load_maggan`: a ``MagGAN`` Lightning checkpoint in eval mode (BatchNorm running statistics, spec §2.1).
+- :func:`read_face` / :func:`read_soft_masks`: an image file and its 19-class masks (a soft-mask ``.npz`` of the
+  parse cache, or a label / palette-colour PNG, which becomes one-hot), or masks from a FaceParser checkpoint.
+- :func:`source_attributes`: the 13 source attributes, from the critic's own attribute classifier unless given.
+- :func:`attribute_change`: ``att_diff = (target − source)·intensity`` for the attributes set (STGAN's slide
+  test: continuous intensities, ``intensity`` 0.5 = half-way, > 1 exaggerates); unset attributes stay 0.
+- :func:`edit_face`: ``G(x, att_diff, masks)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from datamodules.base import read_rgb
+from datamodules.labels import EDIT_ATTRIBUTES, NUM_CELEBAMASK_CLASSES, snap_to_palette
+from datamodules.soft_masks import load_soft_mask
+
+
+def load_maggan(checkpoint: str | Path, device: str = "cpu"):
+    from portrait_models.maggan.module import MagGAN
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
+    try:
+        model = MagGAN.load_from_checkpoint(checkpoint, map_location=device)
+    except (KeyError, TypeError, RuntimeError) as err:
+        raise ValueError(f"{checkpoint}: not a MagGAN checkpoint ({type(err).__name__}: {err})") from None
+    return model.to(device).eval()
+
+
+def read_face(path: str | Path, size: int) -> Tensor:
+    """An RGB image file -> (1, 3, size, size) in [-1, 1] (bicubic resize, as the training data)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"image not found: {path}")
+    image = Image.fromarray(read_rgb(path)).resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div(127.5).sub(1).unsqueeze(0)
+
+
+def read_soft_masks(path: str | Path) -> Tensor:
+    """(1, 19, h, w) masks: a cache ``.npz`` (soft), or a label PNG (values 0..18) / palette PNG (one-hot)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    if path.suffix == ".npz":
+        return load_soft_mask(path.parent, path.stem).unsqueeze(0)
+    try:
+        raw = np.asarray(Image.open(path))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot decode the mask ({err})") from None
+    grey = raw.ndim == 2 or all(np.array_equal(raw[..., 0], raw[..., c]) for c in (1, 2))
+    label = (raw if raw.ndim == 2 else raw[..., 0]) if grey else snap_to_palette(raw[..., :3])
+    if label.max() >= NUM_CELEBAMASK_CLASSES:
+        raise ValueError(f"{path}: label value {int(label.max())} is not one of the 19 classes (0..18)")
+    onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_CELEBAMASK_CLASSES)
+    return onehot.permute(2, 0, 1).float().unsqueeze(0)
+
+
+@torch.no_grad()
+def parser_soft_masks(parser_checkpoint: str | Path, image: Tensor) -> Tensor:
+    """Soft masks of ``image`` (B, 3, H, W) from a FaceParser checkpoint (19 official classes)."""
+    from portrait_models.parsing import FaceParser
+
+    if not Path(parser_checkpoint).is_file():
+        raise FileNotFoundError(f"parser checkpoint not found: {parser_checkpoint}")
+    parser = FaceParser.load_from_checkpoint(parser_checkpoint, map_location=image.device).eval()
+    if parser.hparams.num_classes != NUM_CELEBAMASK_CLASSES:
+        raise ValueError(
+            f"{parser_checkpoint}: the parser predicts {parser.hparams.num_classes} classes, MagGAN needs 19"
+        )
+    return parser.parse(image)
+
+
+def parse_assignments(items: Sequence[str]) -> dict[str, float]:
+    """``["Blond_Hair=1", "Eyeglasses=0"]`` -> ``{"Blond_Hair": 1.0, "Eyeglasses": 0.0}`` (names checked)."""
+    values: dict[str, float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in EDIT_ATTRIBUTES:
+            raise ValueError(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(EDIT_ATTRIBUTES)}")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise ValueError(f"{item!r}: the value must be a number (0 or 1)") from None
+    return values
+
+
+@torch.no_grad()
+def source_attributes(model, image: Tensor, given: Mapping[str, float] | None = None) -> Tensor:
+    """(B, 13) source attributes in {0, 1}: the critic's classifier (level 1) thresholded at 0.5, with the
+    ``given`` values taking precedence."""
+    d = model.discriminator
+    logits = d.level(0, d.level_input(image, 0)).attributes
+    att = (logits > 0).float()
+    for name, value in (given or {}).items():
+        att[:, EDIT_ATTRIBUTES.index(name)] = value
+    return att
+
+
+def attribute_change(att_source: Tensor, targets: Mapping[str, float], intensity: float = 1.0) -> Tensor:
+    """``att_diff`` (B, 13): ``(target_i − source_i)·intensity`` for the attributes in ``targets``, else 0."""
+    att_diff = torch.zeros_like(att_source)
+    for name, value in targets.items():
+        i = EDIT_ATTRIBUTES.index(name)
+        att_diff[:, i] = (value - att_source[:, i]) * intensity
+    return att_diff
+
+
+@torch.no_grad()
+def edit_face(model, image: Tensor, att_diff: Tensor, soft_masks: Tensor | None) -> Tensor:
+    device = next(model.parameters()).device
+    masks = None if soft_masks is None else soft_masks.to(device)
+    return model.edit(image.to(device), att_diff.to(device), masks)
+
+
+def save_face(image: Tensor, path: str | Path) -> Path:
+    """(1, 3, H, W) in [-1, 1] -> an image file."""
+    array = ((image.detach().float().cpu()[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+    return path

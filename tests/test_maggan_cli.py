@@ -1,0 +1,138 @@
+"""MagGAN's editing CLI and helpers, checkpoint loading, Table 3 switches and the sweep files."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from datamodules.labels import CLASS_INDEX, EDIT_ATTRIBUTES
+from datamodules.soft_masks import save_soft_mask
+from experiments.config import compose
+from experiments.edit import main as edit_main
+from experiments.sweep import load_sweep, sweep_experiment
+from portrait_models.maggan import MagGAN
+from portrait_models.maggan.editing import (
+    attribute_change,
+    load_maggan,
+    parse_assignments,
+    read_face,
+    read_soft_masks,
+)
+from portrait_models.maggan.module import TABLE3_ROWS
+
+C = len(EDIT_ATTRIBUTES)
+TINY = dict(
+    image_size=32, enc_dim=4, dec_dim=4, num_layers=3, max_dim=16, shortcut_layers=2, inject_layers=2, spade_hidden=4,
+    d_level_size=32, dis_dim=4, dis_layers=3, dis_max_dim=16, dis_fc_dim=8, n_critic=1, max_g_steps=1,
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("maggan_ckpt")
+    torch.manual_seed(0)
+    model = MagGAN(**TINY)
+    g = torch.Generator().manual_seed(1)
+    batch = {
+        "image": torch.rand(2, 3, 32, 32, generator=g) * 2 - 1,
+        "attributes": (torch.rand(2, C, generator=g) > 0.5).float(),
+        "soft_masks": torch.rand(2, 19, 32, 32, generator=g).softmax(1),
+    }
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", default_root_dir=root)  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader([batch] * 2, batch_size=None))
+    path = root / "maggan.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def face(tmp_path_factory):
+    root = tmp_path_factory.mktemp("maggan_face")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / "face.png")
+    label = np.full((32, 32), CLASS_INDEX["skin"], np.uint8)
+    label[:10] = CLASS_INDEX["hair"]
+    Image.fromarray(label).save(root / "face_label.png")
+    save_soft_mask(root, "face_soft", torch.rand(19, 32, 32).softmax(0))
+    return root
+
+
+def test_checkpoint_loads_with_weights_only(checkpoint):
+    state = torch.load(checkpoint, weights_only=True)
+    assert any(k.startswith("generator.") for k in state["state_dict"])
+    assert not any("ar_plus" in k for k in state["state_dict"])  # the attribute table is code, not weights
+    model = load_maggan(checkpoint)
+    assert not model.training and int(model.g_steps) == 1
+
+
+def test_edit_cli_writes_the_edit_and_intensity_zero_is_the_reconstruction(checkpoint, face, tmp_path):
+    out = tmp_path / "edit.png"
+    args = ["maggan", "--checkpoint", str(checkpoint), "--image", str(face / "face.png"), "--mask"]
+    assert edit_main([*args, str(face / "face_soft.npz"), "--set", "Blond_Hair=1", "--out", str(out)]) == 0
+    assert Image.open(out).size == (32, 32)
+    assert edit_main([*args, str(face / "face_label.png"), "--set", "Bald=1", "Eyeglasses=0",
+                      "--slide", "0,1", "--out", str(tmp_path / "s.png")]) == 0  # fmt: skip
+    model = load_maggan(checkpoint)
+    image = read_face(face / "face.png", 32)
+    recon = model.edit(image, torch.zeros(1, C), read_soft_masks(face / "face_label.png"))
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "s_0.png"))).permute(2, 0, 1).float()
+    expected = ((recon[0].clamp(-1, 1) + 1) * 127.5).round()
+    assert torch.equal(written, expected)
+
+
+def test_edit_cli_errors_are_one_line(checkpoint, face, tmp_path, capsys):
+    base = [
+        "maggan",
+        "--checkpoint",
+        str(checkpoint),
+        "--image",
+        str(face / "face.png"),
+        "--out",
+        str(tmp_path / "o.png"),
+    ]
+    assert edit_main([*base, "--set", "Blond_Hair=1"]) == 2
+    assert "--mask" in capsys.readouterr().err
+    assert edit_main([*base, "--mask", str(face / "face_soft.npz"), "--set", "Blonde=1"]) == 2
+    assert "Blond_Hair" in capsys.readouterr().err
+    assert edit_main([*base, "--checkpoint", str(tmp_path / "none.ckpt"), "--set", "Bald=1"]) == 2
+
+
+def test_attribute_change_is_scaled_target_minus_source():
+    source = torch.zeros(1, C)
+    source[0, EDIT_ATTRIBUTES.index("Eyeglasses")] = 1.0
+    diff = attribute_change(source, parse_assignments(["Blond_Hair=1", "Eyeglasses=0", "Male=0"]), 0.5)
+    expected = torch.zeros(1, C)
+    expected[0, EDIT_ATTRIBUTES.index("Blond_Hair")] = 0.5
+    expected[0, EDIT_ATTRIBUTES.index("Eyeglasses")] = -0.5
+    assert torch.equal(diff, expected)
+
+
+@pytest.mark.parametrize("row", sorted(TABLE3_ROWS))
+def test_table3_rows_set_their_switches(row):
+    model = MagGAN(**TINY, table3_row=row)
+    spec = TABLE3_ROWS[row]
+    hp = model.hparams
+    assert (hp.conditioning, hp.decoder, hp.reconstruction) == (
+        spec["conditioning"],
+        spec["decoder"],
+        spec["reconstruction"],
+    )
+    assert (hp.lambda_mre > 0) == spec["mre"]
+    assert (model.generator.seg is not None) == spec.get("seg_branch", False)
+    assert model.generator.condition.conditioning == spec["conditioning"]
+
+
+@pytest.mark.parametrize("name", ["maggan_table3", "maggan_lambda_mre"])
+def test_sweep_values_are_valid_overrides(name):
+    sweep = load_sweep(name)
+    experiment = sweep_experiment(sweep)
+    fixed = [f"{k}={v['value']}" for k, v in sweep["parameters"].items() if "value" in v]
+    for key, spec in sweep["parameters"].items():
+        for value in spec.get("values", []):
+            cfg = compose(experiment, [*fixed, f"{key}={value}"])
+            assert str(OmegaConf.select(cfg, key)) == str(value)
