@@ -46,6 +46,57 @@ def merge_probability_maps(maps: np.ndarray) -> np.ndarray:
     return maps.argmax(axis=0).astype(np.uint8)
 
 
+#: Gu et al.'s canonical positions (x, y) at 256 px of the left-eye, right-eye and mouth centres (their code's
+#: fallback centres; specs/mask_guided.md A18).
+CANONICAL_POINTS_256 = np.array([[96.0, 116.0], [160.0, 116.0], [128.0, 184.0]])
+_ALIGN_LABELS = ((4,), (5,), (7, 8, 9))
+MaskSource = Literal["gt", "parser"]
+
+
+def alignment_points(label: np.ndarray) -> np.ndarray | None:
+    """(x, y) bounding-box centres of the left eye, right eye and mouth of a Helen label; None if one is absent."""
+    points = []
+    for values in _ALIGN_LABELS:
+        ys, xs = np.nonzero(np.isin(label, values))
+        if ys.size == 0:
+            return None
+        points.append([(xs.min() + xs.max()) / 2.0, (ys.min() + ys.max()) / 2.0])
+    return np.asarray(points)
+
+
+def similarity_to(source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """2×3 least-squares similarity (rotation, uniform scale, shift) mapping ``source`` points onto ``target``."""
+    src_mean, dst_mean = source.mean(0), target.mean(0)
+    src, dst = source - src_mean, target - dst_mean
+    a = (src * dst).sum()
+    b = (src[:, 0] * dst[:, 1] - src[:, 1] * dst[:, 0]).sum()
+    norm = (src**2).sum()
+    scale_cos, scale_sin = a / norm, b / norm
+    rotation = np.array([[scale_cos, -scale_sin], [scale_sin, scale_cos]])
+    return np.concatenate([rotation, (dst_mean - rotation @ src_mean)[:, None]], 1)
+
+
+def align_face(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Warp a face so its eye and mouth centres land on Gu et al.'s canonical positions at ``size`` px
+    (bicubic image, nearest label, outside pixels background). A label without both eyes and a mouth is only
+    resized: the alignment needs all three points."""
+    import cv2
+
+    points = alignment_points(label)
+    if points is None:
+        return (
+            cv2.resize(image, (size, size), interpolation=cv2.INTER_CUBIC),
+            cv2.resize(label, (size, size), interpolation=cv2.INTER_NEAREST),
+        )
+    if label.shape != image.shape[:2]:
+        points = points * np.array([image.shape[1] / label.shape[1], image.shape[0] / label.shape[0]])
+    matrix = similarity_to(points, CANONICAL_POINTS_256 * size / 256.0)
+    warped = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    label_matrix = matrix @ np.diag([image.shape[1] / label.shape[1], image.shape[0] / label.shape[0], 1.0])
+    warped_label = cv2.warpAffine(label, label_matrix, (size, size), flags=cv2.INTER_NEAREST, borderValue=0)
+    return warped, warped_label
+
+
 class Helen(FaceDataset):
     """Helen parsing data as it unpacks (``SmithCVPR2013_dataset_resized``)::
 
@@ -68,6 +119,11 @@ class Helen(FaceDataset):
         augment: random horizontal flip swapping left/right brows and eyes.
         photometric: colour jitter on top of the flip (when ``augment``).
         classes: ``"helen"`` (11 labels) or ``"celebamask"`` (19 labels).
+        align: warp each face so its eye and mouth centres sit at Gu et al.'s canonical positions
+            (:func:`align_face`; needs a square ``image_size``).
+        mask_source: ``"gt"`` (the release's labels) or ``"parser"``: the argmax of an 11-class parser's soft
+            masks cached by ``python -m experiments.parse --dataset helen`` in ``parser_masks`` (Gu et al.
+            train on parser masks).
     """
 
     def __init__(
@@ -79,9 +135,18 @@ class Helen(FaceDataset):
         *,
         photometric: bool = False,
         classes: HelenClasses = "helen",
+        align: bool = False,
+        mask_source: MaskSource = "gt",
+        parser_masks: str | None = None,
     ) -> None:
         if classes not in ("helen", "celebamask"):
             raise ValueError(f"unknown classes {classes!r}; expected 'helen' or 'celebamask'")
+        if mask_source not in ("gt", "parser"):
+            raise ValueError(f"unknown mask_source {mask_source!r}; expected 'gt' or 'parser'")
+        if align and classes != "helen":
+            raise ValueError("align=True finds the eyes and mouth by Helen's labels; use classes='helen'")
+        if mask_source == "parser" and not parser_masks:
+            raise ValueError("mask_source='parser' needs parser_masks: the cache folder of experiments.parse")
         num_classes = NUM_HELEN_CLASSES if classes == "helen" else NUM_CELEBAMASK_CLASSES
         super().__init__(root, split, image_size, augment=augment, photometric=photometric, num_classes=num_classes)
         self.classes = classes
@@ -96,9 +161,21 @@ class Helen(FaceDataset):
             require_listed(split_names, label_dirs, self.label_root, list_path)
             names += split_names
         self._set_items(names, ", ".join(SPLIT_FILES.values()) if split == "all" else SPLIT_FILES[split])
+        self.align = align
+        self.mask_source = mask_source
+        self.parser_masks = None
+        if mask_source == "parser":
+            from datamodules.soft_masks import require_soft_mask_cache
+
+            self.parser_masks = require_soft_mask_cache(str(parser_masks), names, self.root)
 
     def label_map(self, name: str) -> np.ndarray:
-        """The merged label map of image ``name`` in the chosen classes."""
+        """The merged label map of image ``name`` in the chosen classes (or the parser's, ``mask_source``)."""
+        if self.mask_source == "parser":
+            from datamodules.soft_masks import load_soft_mask
+
+            label = load_soft_mask(self.parser_masks, name, NUM_HELEN_CLASSES).argmax(0).numpy().astype(np.uint8)
+            return label if self.classes == "helen" else HELEN_TO_CELEBAMASK[label].astype(np.uint8)
         maps = []
         for k in range(NUM_HELEN_CLASSES):
             path = self.label_root / name / f"{name}_lbl{k:02d}.png"
@@ -115,7 +192,14 @@ class Helen(FaceDataset):
         path = self.image_dir / f"{name}.jpg"
         image, label = read_rgb(path), self.label_map(name)
         if image.shape[:2] != label.shape:
-            raise DatasetError(f"{path} is {image.shape[:2]} but its label maps are {label.shape}; expected equal")
+            if self.mask_source == "gt":
+                raise DatasetError(f"{path} is {image.shape[:2]} but its label maps are {label.shape}; expected equal")
+        if self.align:
+            if label.shape != image.shape[:2]:  # parser masks at the cache's resolution: same field of view
+                import cv2
+
+                label = cv2.resize(label, image.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+            image, label = align_face(image, label, self.image_size[0])
         return FaceSample(image=image, label=label, extras={"name": name})
 
 
@@ -124,6 +208,7 @@ class HelenDataModule(FaceDataModule):
 
     Args (beyond :class:`~datamodules.base.FaceDataModule`'s):
         classes: ``"helen"`` (11 labels) or ``"celebamask"`` (19 labels).
+        align, mask_source, parser_masks: see :class:`Helen` (Gu et al.'s aligned faces and parser masks).
     """
 
     synthetic_layout = "helen"
@@ -139,9 +224,15 @@ class HelenDataModule(FaceDataModule):
         synthetic_images: int = 200,
         seed: int = 0,
         classes: HelenClasses = "helen",
+        align: bool = False,
+        mask_source: MaskSource = "gt",
+        parser_masks: str | None = None,
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
         self.classes = classes
+        self.align = align
+        self.mask_source = mask_source
+        self.parser_masks = parser_masks
 
     def make_dataset(self, split: str, augment: bool) -> Helen:
         return Helen(
@@ -151,6 +242,9 @@ class HelenDataModule(FaceDataModule):
             augment,
             photometric=self.photometric,
             classes=self.classes,
+            align=self.align,
+            mask_source=self.mask_source,
+            parser_masks=self.parser_masks,
         )
 
     def write_synthetic(self, directory: Path) -> None:

@@ -112,14 +112,14 @@ def test_fused_channel_blocks_follow_the_official_order_and_swapping_hair_touche
     codes = g.encode(C.crop_components(image, label, centres), sample=False)
     z = {k: v.z for k, v in codes.items()}
     onehot = C.onehot_labels(label)
-    fused = g.fuse(g.decode_features(z), centres, onehot)
+    fused = g.fuse(g.decode_features(z), centres, g.mask_encoder(onehot))
     f, m = TINY["feat_channels"], 4 * TINY["ngf"]
     assert fused.shape[1] == m + 5 * f
     assert torch.equal(fused[:, :m], g.mask_encoder(onehot))
     skin = g.autoencoders["skin"].feature_decoder(z["skin"])
     assert torch.equal(fused[:, m + 2 * f : m + 3 * f], skin)
     swapped = dict(z, hair=z["hair"].flip(0))
-    other = g.fuse(g.decode_features(swapped), centres, onehot)
+    other = g.fuse(g.decode_features(swapped), centres, g.mask_encoder(onehot))
     changed = (other != fused).flatten(2).any(2).any(0)  # per channel
     hair_block = torch.zeros_like(changed)
     hair_block[m + 3 * f : m + 4 * f] = True
@@ -154,7 +154,7 @@ def test_paste_variant_keeps_the_target_background_and_the_rgb_face_exactly():
     image, label = _face_batch()
     centres = C.component_centres(label).centres
     z = {k: v.z for k, v in g.encode(C.crop_components(image, label, centres), sample=False).items()}
-    fused = g.fuse(g.decode_features(z), centres, C.onehot_labels(label))
+    fused = g.fuse(g.decode_features(z), centres, g.mask_encoder(C.onehot_labels(label)))
     bg = C.component_mask(label, "background")
     out = g.render(fused, image, bg)
     rgb = g.rgb_head(g.face_features(fused))

@@ -39,7 +39,9 @@ from portrait_models.mask_guided.components import (
     COMPONENTS,
     PLACED,
     check_image_size,
+    component_mask,
     crop_size,
+    onehot_labels,
     place_features,
 )
 
@@ -271,10 +273,10 @@ class MaskGuidedGenerator(nn.Module):
     def decode_images(self, z: dict[str, Tensor]) -> dict[str, Tensor]:
         return {name: self.autoencoders[name].image_decoder(z[name]) for name in self.component_names}
 
-    def fuse(self, features: dict[str, Tensor], centres: Tensor, target_onehot: Tensor) -> Tensor:
-        """G_m's input: ``E_m(target mask)`` then each component feature, eyes and mouth placed at ``centres``
-        (the target's, ``(B, 3, 2)``), skin and hair (or the global face map) as they are."""
-        mask_feature = self.mask_encoder(target_onehot)
+    def fuse(self, features: dict[str, Tensor], centres: Tensor, mask_feature: Tensor) -> Tensor:
+        """G_m's input: the mask feature ``E_m(target mask)`` then each component feature, eyes and mouth
+        placed at ``centres`` (the target's, ``(B, 3, 2)``), skin and hair (or the global face map) as they
+        are."""
         map_size = mask_feature.shape[-1]
         blocks = [mask_feature]
         for name in self.component_names:
@@ -290,17 +292,31 @@ class MaskGuidedGenerator(nn.Module):
         """G_m: the ngf × S × S foreground feature map."""
         return self.up(self.blocks(self.fuse_conv(fused)))
 
-    def render(self, fused: Tensor, target_image: Tensor, target_background: Tensor) -> Tensor:
-        """The output image: G_b(face ⊕ E_b(x^t)·M_bg) (full) or RGB(face)·(1−M_bg) + x^t·M_bg (paste)."""
+    def render(
+        self, fused: Tensor, target_image: Tensor, target_background: Tensor, background_feature: Tensor | None = None
+    ) -> Tensor:
+        """The output image: G_b(face ⊕ E_b(x^t)·M_bg) (full) or RGB(face)·(1−M_bg) + x^t·M_bg (paste).
+        ``background_feature`` may be passed when already computed for this target."""
         face = self.face_features(fused)
         if self.ablation == "full":
-            return self.bg_decoder(torch.cat([face, self.background_features(target_image, target_background)], 1))
+            if background_feature is None:
+                background_feature = self.background_features(target_image, target_background)
+            return self.bg_decoder(torch.cat([face, background_feature], 1))
         return self.rgb_head(face) * (1 - target_background) + target_image * target_background
 
     def background_features(self, target_image: Tensor, target_background: Tensor) -> Tensor:
         """E_b(x^t) ⊙ M_bg (official), or E_b(x^t ⊙ M_bg) ⊙ M_bg with ``bg_mask_input`` (the paper's order)."""
         source = target_image * target_background if self.bg_mask_input else target_image
         return self.bg_encoder(source) * target_background
+
+    def generate(
+        self, features: dict[str, Tensor], target_image: Tensor, target_label: Tensor, target_centres: Tensor
+    ) -> Tensor:
+        """One full forward from component features to the image, for the (grown) target label."""
+        onehot = onehot_labels(target_label, self.num_classes, target_image.dtype)
+        background = component_mask(target_label, "background").to(target_image.dtype)
+        fused = self.fuse(features, target_centres, self.mask_encoder(onehot))
+        return self.render(fused, target_image, background)
 
 
 class MaskGuidedDiscriminator(MultiscaleDiscriminator):
