@@ -21,6 +21,7 @@ from types import ModuleType
 MODELS: dict[str, str] = {
     "maskgan": "experiments.edit.maskgan",
     "maggan": "experiments.edit.maggan",
+    "mask-guided": "experiments.edit.mask_guided",
     "portraitgan": "experiments.edit.portraitgan",
 }
 
