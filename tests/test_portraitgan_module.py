@@ -183,3 +183,13 @@ def test_table1_switches_and_base_model():
     assert float(terms["cyc"]) == 0.0 and base.num_directions == 1
     with pytest.raises(ValueError, match="divisible"):
         PortraitGAN(**{**TINY, "image_size": 30})
+
+
+def test_batched_d_calls_give_the_same_terms():
+    model = PortraitGAN(**TINY)
+    out = model.translate(model.conditions(_batch()))
+    plain = model.discriminator_terms(out)
+    model.hparams.batch_d_calls = True
+    batched = model.discriminator_terms(out)
+    for key in ("real", "fake", "total"):
+        assert torch.allclose(plain[key], batched[key], atol=1e-6)

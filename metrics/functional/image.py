@@ -68,3 +68,29 @@ def ssim_per_image(preds: Tensor, target: Tensor, data_range: float = 1.0) -> Te
     )
     border = SSIM_KERNEL_SIZE // 2
     return ssim_map[..., border:-border, border:-border].mean(dim=(1, 2, 3))
+
+
+def ssim_skimage014_per_image(preds: Tensor, target: Tensor) -> Tensor:
+    """SSIM of each image ``(B,)`` as PortraitGAN's (and much 2018-2020 code's) numbers were computed:
+    ``skimage.measure.compare_ssim(a, b, multichannel=True)`` of scikit-image <= 0.15 on float images in
+    [0, 1], whose defaults were a 7×7 **uniform** window, the sample covariance (N / (N - 1)), K1 = 0.01,
+    K2 = 0.03 and ``data_range = 2`` (the float dtype's nominal range (-1, 1), not the data's); the 3-pixel
+    border is cropped and the map averaged per channel, then over channels. Equal to today's
+    ``skimage.metrics.structural_similarity(a, b, channel_axis=-1, win_size=7, data_range=2.0)``.
+    """
+    import torch.nn.functional as F
+
+    _check_pair(preds, target)
+    win = 7
+    if min(preds.shape[-2:]) < win:
+        raise ValueError(f"SSIM needs images of at least {win} pixels per side, got {tuple(preds.shape)}")
+    x, y = preds.double(), target.double()
+    mean = lambda t: F.avg_pool2d(t, win, stride=1)  # noqa: E731 - valid windows = skimage's cropped map
+    ux, uy = mean(x), mean(y)
+    cov_norm = win * win / (win * win - 1)
+    vx = cov_norm * (mean(x * x) - ux * ux)
+    vy = cov_norm * (mean(y * y) - uy * uy)
+    vxy = cov_norm * (mean(x * y) - ux * uy)
+    c1, c2 = (0.01 * 2.0) ** 2, (0.03 * 2.0) ** 2
+    ssim = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return ssim.mean(dim=(2, 3)).mean(dim=1).to(preds.dtype)
