@@ -22,6 +22,7 @@ from types import ModuleType
 
 PROTOCOLS: dict[str, str] = {
     "maskgan": "experiments.evaluate.maskgan",
+    "portraitgan": "experiments.evaluate.portraitgan",
 }
 
 
