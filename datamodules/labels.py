@@ -169,3 +169,63 @@ def color_to_label(color: np.ndarray, palette: np.ndarray = CELEBAMASK_PALETTE) 
             f"{tuple(int(c) for c in color[y, x, :3])}); expected one of the {len(palette)} class colours"
         )
     return label.astype(np.int64)
+
+
+def snap_to_palette(
+    color: np.ndarray,
+    palette: np.ndarray = CELEBAMASK_PALETTE,
+    tolerance: float = 12.0,
+    radius: int = 3,
+    far: float = 48.0,
+    max_far_fraction: float = 0.2,
+) -> np.ndarray:
+    """(H,W,3) colour mask -> (H,W) int64 labels, for masks drawn with anti-aliasing or saved lossily.
+
+    A pixel within ``tolerance`` of a class colour is that class. Any other pixel is taken as a blend
+    ``t·a + (1-t)·b`` of two classes found (exactly) within ``radius`` pixels of it, which is what an
+    anti-aliased edge between a and b is; the pair and ``t`` that come closest win and the pixel goes to the
+    class with the larger share. (Plain nearest-colour snapping sends a skin/hair edge, purple, to a third
+    class; without the neighbourhood, (128, 0, 77) is as much skin/hair as r_ear/l_lip.) A picture that is not
+    a palette mask (more than ``max_far_fraction`` of its pixels farther than ``far`` from every blend, e.g. a
+    photo) raises a ValueError saying so.
+    """
+    from scipy.ndimage import maximum_filter
+
+    color = np.asarray(color)
+    if color.ndim != 3 or color.shape[2] < 3:
+        raise ValueError(f"expected an (H, W, 3) colour image, got shape {color.shape}")
+    height, width = color.shape[:2]
+    rgb = color[..., :3].reshape(-1, 3).astype(np.float32)
+    pal = palette.astype(np.float32)
+    dist2 = ((rgb[:, None, :] - pal[None]) ** 2).sum(-1)  # (N, classes)
+    label = dist2.argmin(-1)
+    exact = dist2.min(-1) <= tolerance**2
+    todo = np.flatnonzero(~exact)
+    if len(todo):
+        solid = np.zeros((len(pal), height * width), dtype=bool)
+        solid[label[exact], np.flatnonzero(exact)] = True
+        near = maximum_filter(solid.reshape(len(pal), height, width), size=(1, 2 * radius + 1, 2 * radius + 1))
+        near = near.reshape(len(pal), -1)
+        a_idx, b_idx = np.triu_indices(len(pal), k=0)  # a == b: a single colour
+        a, b = pal[a_idx], pal[b_idx]
+        ab = a - b
+        norm = np.maximum((ab * ab).sum(-1), 1e-6)
+        far_count = 0
+        for chunk in np.array_split(todo, max(1, len(todo) // 4096)):
+            c = rgb[chunk][:, None, :] - b[None]  # (n, pairs, 3)
+            t = np.clip((c * ab).sum(-1) / norm, 0.0, 1.0)
+            residual = ((c - t[..., None] * ab) ** 2).sum(-1)
+            near_chunk = near[:, chunk]
+            allowed = (near_chunk[a_idx] & near_chunk[b_idx]).T  # both classes found nearby
+            allowed[~allowed.any(-1)] = True  # nothing solid nearby: any pair
+            residual = np.where(allowed, residual, np.inf)
+            best = residual.argmin(-1)
+            rows = np.arange(len(chunk))
+            label[chunk] = np.where(t[rows, best] >= 0.5, a_idx[best], b_idx[best])
+            far_count += int((residual[rows, best] > far**2).sum())
+        if far_count / rgb.shape[0] > max_far_fraction:
+            raise ValueError(
+                f"{far_count / rgb.shape[0]:.0%} of the pixels are far from every class colour and every blend of"
+                f" two; expected a colour mask in the project palette (labels.CELEBAMASK_PALETTE, {len(pal)} classes)"
+            )
+    return label.reshape(height, width).astype(np.int64)

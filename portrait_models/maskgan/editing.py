@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from datamodules.labels import CLASS_INDEX, NUM_CELEBAMASK_CLASSES, color_to_label, label_to_onehot
+from datamodules.labels import CLASS_INDEX, NUM_CELEBAMASK_CLASSES, label_to_onehot, snap_to_palette
 
 MOUTH_PARTS = ("mouth", "u_lip", "l_lip")
 
@@ -52,7 +52,8 @@ def read_mask(path: str | Path, size: int) -> Tensor:
     """A mask PNG -> (1, size, size) int64 labels in the official 19-class order (nearest resize).
 
     Accepts a label PNG (one channel, or several equal channels, with values 0..18 — the official order) or
-    a colour PNG in the project's palette (``labels.CELEBAMASK_PALETTE``).
+    a colour PNG in the project's palette (``labels.CELEBAMASK_PALETTE``); anti-aliased or lossily saved colour
+    edges snap to the nearest class colour.
     """
     path = Path(path)
     if not path.is_file():
@@ -67,7 +68,7 @@ def read_mask(path: str | Path, size: int) -> Tensor:
         and not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]))
     ):
         try:
-            label = color_to_label(raw[..., :3])
+            label = snap_to_palette(raw[..., :3])
         except ValueError as err:
             raise ValueError(f"{path}: colour mask not in the project palette: {err}") from None
     else:

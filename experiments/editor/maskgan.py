@@ -1,0 +1,255 @@
+"""MaskGAN tab: paint the mask with a brush per class, render, style copy, attribute transfer, save.
+
+The face and its mask come from files (a label PNG in the official order or a colour PNG in the project palette),
+from a face-parser checkpoint, or from the synthetic face world. Rendering, reading and transfer are the
+functions of ``portrait_models.maskgan.editing`` (the same as ``python -m experiments.edit maskgan``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from datamodules.labels import CELEBAMASK_CLASSES, CLASS_INDEX
+from experiments.editor.common import (
+    CANVAS,
+    LEGEND_CSS,
+    ModelCache,
+    TabSpec,
+    canvas_to_label,
+    canvas_value,
+    enlarge,
+    error_message,
+    legend_html,
+    load_message,
+    palette_hex,
+    save_edit,
+    tensor_to_uint8,
+    uint8_to_tensor,
+)
+
+EDITING = "portrait_models.maskgan.editing"
+SPEC = TabSpec(title="MaskGAN", experiment="maskgan_synthetic_64", train_command="make train-maskgan")
+CSS = LEGEND_CSS
+
+
+def load_model(path: Path, device: str):
+    from experiments.edit.maskgan import load_maskgan
+
+    return load_maskgan(path, device)
+
+
+def load_parser(path: Path, device: str):
+    from portrait_models.parsing import FaceParser
+
+    return FaceParser.load_from_checkpoint(path, map_location=device).to(device).eval()
+
+
+def synthetic_face(index: int, size: int) -> tuple[Path, Path]:
+    """Face ``index`` of the synthetic world at ``size`` written as PNGs (image, label) into a temp folder."""
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    face = SyntheticFaceWorld(seed=0).face(int(index), image_size=size)
+    folder = Path(tempfile.mkdtemp(prefix="editor_face_"))
+    Image.fromarray(face.image).save(folder / f"face{index}.png")
+    Image.fromarray(face.label.astype(np.uint8)).save(folder / f"face{index}_label.png")
+    return folder / f"face{index}.png", folder / f"face{index}_label.png"
+
+
+def file_path(value: Any) -> str | None:
+    """The path of a gr.File / gr.Image(type="filepath") value (None when empty)."""
+    if value is None:
+        return None
+    return str(getattr(value, "name", value))
+
+
+def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
+    """The tab's components and events (call inside ``gr.Blocks``)."""
+    import gradio as gr
+
+    from portrait_models.maskgan import editing
+
+    models, parsers = ModelCache(load_model, device), ModelCache(load_parser, device)
+    _, first_status = load_message(SPEC, models, checkpoint)
+
+    def model_or_raise(path: str | None):
+        model, status = load_message(SPEC, models, path)
+        if model is None:
+            raise LookupError(status)
+        return model
+
+    def guarded(outputs: int, what: str):
+        """Run a handler; on failure leave its outputs as they are and put one message in the status line."""
+
+        def wrap(fn):
+            def run(*args):
+                try:
+                    return fn(*args)
+                except LookupError as err:  # already a page message
+                    message = str(err)
+                except Exception as err:  # never a traceback in the page
+                    message = error_message(err, what)
+                return (*([gr.skip()] * outputs), message) if outputs else message  # one output: no tuple
+
+            return run
+
+        return wrap
+
+    with gr.Tab(SPEC.title, id="maskgan"):
+        gr.Markdown(
+            "Paint the mask with a brush per class (brush tool: colour and size; the canvas has undo and clear), "
+            "**Render**, compare with the input, **Save** the result and the edited mask. Style copy renders the "
+            "mask in the style of another face; attribute transfer takes the mouth and lips of a donor mask."
+        )
+        with gr.Row():
+            ckpt = gr.Textbox(label="MaskGAN checkpoint (.ckpt or official latest_net_G.pth; empty: newest run)",
+                              value=checkpoint or "", elem_id="maskgan-ckpt", scale=4)  # fmt: skip
+            load_btn = gr.Button("Load checkpoint", elem_id="maskgan-load", scale=1)
+        status = gr.Markdown(first_status, elem_id="maskgan-status")
+        with gr.Row():
+            face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"], elem_id="maskgan-face",
+                            height=300)  # fmt: skip
+            with gr.Column():
+                mask_file = gr.File(label="Its mask: label PNG (0..18) or colour PNG", file_types=["image"],
+                                    elem_id="maskgan-mask")  # fmt: skip
+                parser_ckpt = gr.Textbox(label="…or parse the face with a face-parser checkpoint (FaceParser .ckpt)",
+                                         elem_id="maskgan-parser")  # fmt: skip
+                with gr.Row():
+                    example = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1)
+                    example_btn = gr.Button("Load a synthetic face", elem_id="maskgan-example", scale=1)
+                use_btn = gr.Button("Edit this face", variant="primary", elem_id="maskgan-use")
+        with gr.Row():
+            canvas = gr.ImageEditor(
+                label="Mask (brush per class)", type="numpy", image_mode="RGBA", format="png",
+                brush=gr.Brush(colors=palette_hex(), default_color=palette_hex()[CLASS_INDEX["hair"]],
+                               color_mode="fixed", default_size=12),
+                eraser=gr.Eraser(default_size=12), layers=False, transforms=(), sources=(),
+                canvas_size=(CANVAS, CANVAS), elem_id="maskgan-canvas", height=560, scale=1,
+            )  # fmt: skip
+            views = dict(type="numpy", format="png", interactive=False, height=560)
+            input_view = gr.Image(label="Input", elem_id="maskgan-input", **views)
+            result = gr.Image(label="Result", elem_id="maskgan-result", **views)
+        gr.HTML(legend_html())
+        with gr.Row():
+            render_btn = gr.Button("Render", variant="primary", elem_id="maskgan-render")
+            reset_btn = gr.Button("Reset mask", elem_id="maskgan-reset")
+            save_btn = gr.Button("Save result + mask", elem_id="maskgan-save")
+        with gr.Accordion("Style copy", open=False):
+            with gr.Row():
+                style_face = gr.Image(label="Style face", type="filepath", format="png", sources=["upload"],
+                                      elem_id="maskgan-style-face", height=200)  # fmt: skip
+                style_mask = gr.File(label="Its mask", file_types=["image"], elem_id="maskgan-style-mask")
+        with gr.Accordion("Attribute transfer (paper Sec. 5: mouth and lips of a donor)", open=False):
+            with gr.Row():
+                donor_mask = gr.File(label="Donor mask", file_types=["image"], elem_id="maskgan-donor")
+                parts = gr.CheckboxGroup(list(CELEBAMASK_CLASSES[1:]), value=list(editing.MOUTH_PARTS),
+                                         label="Parts to take from the donor", elem_id="maskgan-parts")  # fmt: skip
+                transfer_btn = gr.Button("Transfer into the mask", elem_id="maskgan-transfer")
+        saved = gr.File(label="Saved files", file_count="multiple", interactive=False, elem_id="maskgan-saved")
+        state = gr.State({})
+
+    @guarded(0, "Loading the checkpoint")
+    def on_load(path):
+        return load_message(SPEC, models, path)[1]
+
+    @guarded(2, "Loading the synthetic face")
+    def on_example(path, index):
+        model = model_or_raise(path)
+        image, label = synthetic_face(int(index or 0), model.hparams.image_size)
+        return str(image), str(label), f"Synthetic face {int(index or 0)}: press **Edit this face**."
+
+    @guarded(4, "Reading the face")
+    def on_use(path, face_path, mask_path, parser_path):
+        model = model_or_raise(path)
+        size = model.hparams.image_size
+        face_path, mask_path = file_path(face_path), file_path(mask_path)
+        if face_path is None:
+            raise LookupError("Load a face image first (upload one, or **Load a synthetic face**).")
+        image = editing.read_image(face_path, size)
+        if mask_path is not None:
+            label = editing.read_mask(mask_path, size)
+            source = Path(mask_path).name
+        elif parser_path:
+            parser = parsers.get(parser_path)
+            with torch.no_grad():
+                label = parser(image.to(device)).argmax(1).cpu()
+            source = f"parsed by {parser_path}"
+        else:
+            raise LookupError("Give the face's mask (a label or colour PNG) or a face-parser checkpoint to parse it.")
+        label_np = label[0].numpy()
+        face_state = {"image": tensor_to_uint8(image), "label": label_np}
+        return (
+            face_state,
+            canvas_value(label_np),
+            enlarge(face_state["image"]),
+            None,
+            f"Editing a {size}² face, mask {source}.",
+        )
+
+    @guarded(3, "Rendering")
+    def on_render(path, face_state, value, style_path, style_mask_path):
+        model = model_or_raise(path)
+        if not face_state:
+            raise LookupError("Load a face first (**Edit this face**).")
+        size = model.hparams.image_size
+        target = torch.from_numpy(canvas_to_label(value, size)).unsqueeze(0)
+        style_path, style_mask_path = file_path(style_path), file_path(style_mask_path)
+        if style_path is not None:
+            if style_mask_path is None:
+                raise LookupError("Style copy needs the style face's own mask too.")
+            style_image, style_label = editing.read_image(style_path, size), editing.read_mask(style_mask_path, size)
+            style = f"style of {Path(style_path).name}"
+        else:
+            style_image = uint8_to_tensor(face_state["image"], size)
+            style_label = torch.from_numpy(face_state["label"]).unsqueeze(0)
+            style = "the face's own style"
+        start = time.perf_counter()
+        out = editing.render(model, target, style_image, style_label)
+        seconds = time.perf_counter() - start
+        rendered = tensor_to_uint8(out)
+        new_state = {**face_state, "result": rendered, "edited": target[0].numpy()}
+        changed = int((target[0].numpy() != face_state["label"]).sum())
+        return new_state, enlarge(rendered), f"Rendered in {seconds:.2f} s ({style}; {changed} mask pixels edited)."
+
+    @guarded(1, "Resetting the mask")
+    def on_reset(face_state):
+        if not face_state:
+            raise LookupError("Load a face first (**Edit this face**).")
+        return canvas_value(face_state["label"]), "Mask reset to the face's own mask."
+
+    @guarded(1, "Attribute transfer")
+    def on_transfer(path, face_state, value, donor_path, chosen):
+        model = model_or_raise(path)
+        size = model.hparams.image_size
+        if not face_state:
+            raise LookupError("Load a face first (**Edit this face**).")
+        if file_path(donor_path) is None:
+            raise LookupError("Give a donor mask for the attribute transfer.")
+        if not chosen:
+            raise LookupError("Pick at least one part to transfer.")
+        current = torch.from_numpy(canvas_to_label(value, size)).unsqueeze(0)
+        donor = editing.read_mask(file_path(donor_path), size)
+        edited = editing.transfer_parts(current, donor, tuple(chosen))
+        return canvas_value(edited[0].numpy()), f"Took {', '.join(chosen)} from the donor mask: press **Render**."
+
+    @guarded(1, "Saving")
+    def on_save(face_state):
+        if not face_state or "result" not in face_state:
+            raise LookupError("Nothing rendered yet: press **Render** first.")
+        stem = time.strftime("maskgan_%Y%m%d-%H%M%S")
+        paths = save_edit(out_dir, stem, face_state["result"], face_state["edited"])
+        return [str(p) for p in paths], f"Saved {', '.join(f'`{p}`' for p in paths)}."
+
+    load_btn.click(on_load, [ckpt], [status])
+    example_btn.click(on_example, [ckpt, example], [face, mask_file, status])
+    use_btn.click(on_use, [ckpt, face, mask_file, parser_ckpt], [state, canvas, input_view, result, status])
+    render_btn.click(on_render, [ckpt, state, canvas, style_face, style_mask], [state, result, status])
+    reset_btn.click(on_reset, [state], [canvas, status])
+    transfer_btn.click(on_transfer, [ckpt, state, canvas, donor_mask, parts], [canvas, status])
+    save_btn.click(on_save, [state], [saved, status])
