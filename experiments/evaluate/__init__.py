@@ -22,6 +22,7 @@ from types import ModuleType
 
 PROTOCOLS: dict[str, str] = {
     "maskgan": "experiments.evaluate.maskgan",
+    "maggan": "experiments.evaluate.maggan",
     "portraitgan": "experiments.evaluate.portraitgan",
 }
 
