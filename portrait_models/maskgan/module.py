@@ -23,6 +23,18 @@ same batch (the batch rolled by one). z_t and z_ref are the encoder means (no sa
 edits are deterministic given the masks; decoded masks are taken by argmax. Options cover the released
 code's deviations: ``gan_loss="lsgan"`` (pix2pixHD's default; the paper writes the log loss of Eq. 7),
 ``lr=5e-5`` (the demo's train options), ``lr_decay`` (pix2pixHD's linear decay over the second half).
+
+Speed option ``reuse_real_features=True``: the generator step takes the D-step's (detached) features of
+the real images as feature-matching targets instead of recomputing them with the just-updated D, one D
+forward less per update (three instead of four, as the released pix2pixHD-based code, which computes every
+D output before either update), and the D step scores real and fake in one batched call (instance norm:
+the same numbers as two calls). The default (False) keeps the recomputation, whose targets come from the D
+the generator is matched against. ``make bench-maskgan`` times both.
+
+Checkpoints hold the trained networks (DMN, its EMA copy, D, and for MaskGAN† the MaskVAE and the blender)
+and the Adam states of the optimizers that are still to be used: a finished phase's optimizer state is
+dropped on save (the MaskVAE's once the DMN phase starts, every one once the schedule is done), and frozen
+networks (VGG19) are never saved. :func:`checkpoint_bytes` gives the sizes from the state-dict shapes.
 """
 
 from __future__ import annotations
@@ -50,6 +62,8 @@ from portrait_models.maskgan.networks import (
 )
 
 Phase = Literal["maskvae", "dmn", "ebst", "done"]
+# The optimizers each phase steps: the MaskVAE's, G_A's and D's, and in EBST also G_B's (DMN + blender).
+PHASE_OPTIMIZERS: dict[str, set[str]] = {"maskvae": {"vae"}, "dmn": {"g", "d"}, "ebst": {"g", "d", "gb"}}
 
 
 class MaskGAN(L.LightningModule):
@@ -67,6 +81,10 @@ class MaskGAN(L.LightningModule):
         lambda_l1: weight of a pixel L1 term (paper: 0, none). Without ImageNet VGG19 weights (the synthetic
             world, CPU tests) the random-VGG perceptual term barely constrains reconstruction, so those
             configs add it; it is always logged as ``train/g/l1``.
+        reuse_real_features: feature matching against the D-step's features of the real images (before
+            D's update, as the released code) instead of recomputing them after it; one D forward less, and
+            real + fake in one D call.
+        channels_last: keep networks and inputs in channels-last memory format (faster convs on GPU).
     """
 
     def __init__(
@@ -110,6 +128,7 @@ class MaskGAN(L.LightningModule):
         ema_halflife_kimg: float = 10.0,
         ema_rampup: float | None = 0.05,
         channels_last: bool = False,
+        reuse_real_features: bool = False,
     ) -> None:
         super().__init__()
         if fusion not in ("sft", "concat"):
@@ -203,34 +222,55 @@ class MaskGAN(L.LightningModule):
         values = {f"train/{prefix}/{k}": v.detach() for k, v in terms.items()}
         self.log_dict(values, prog_bar=False, batch_size=self._batch_size)
 
-    def _discriminator_step(self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str) -> None:
+    def _discriminator_step(
+        self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str
+    ) -> list[list[Tensor]]:
+        """One D update on real and (detached) fake, scored in one batched call; returns D's features of the
+        real images from before the update, detached (for ``reuse_real_features``)."""
         with self.toggled_optimizer(opt):
-            real_term, fake_term = discriminator_loss(
-                self.hparams.gan_loss,
-                self.discriminator(onehot, real),
-                self.discriminator(onehot, fake.detach()),
-            )
+            if self.hparams.reuse_real_features:  # one batched call (instance norm: the same numbers)
+                batch = real.shape[0]
+                features = self.discriminator(torch.cat([onehot, onehot]), torch.cat([real, fake.detach()]))
+                real_features = [[f[:batch] for f in scale] for scale in features]
+                fake_features = [[f[batch:] for f in scale] for scale in features]
+            else:
+                real_features = self.discriminator(onehot, real)
+                fake_features = self.discriminator(onehot, fake.detach())
+            real_term, fake_term = discriminator_loss(self.hparams.gan_loss, real_features, fake_features)
             loss = 0.5 * (real_term + fake_term)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt.step()
         self._log_terms(prefix, {"real": real_term, "fake": fake_term, "total": loss})
+        return [[f.detach() for f in scale] for scale in real_features]
 
-    def generator_terms(self, onehot: Tensor, real: Tensor, fake: Tensor) -> dict[str, Tensor]:
-        """Eq. 6 for one generated batch conditioned on ``onehot``: adversarial, feature matching, VGG."""
+    def generator_terms(
+        self, onehot: Tensor, real: Tensor, fake: Tensor, real_features: list[list[Tensor]] | None = None
+    ) -> dict[str, Tensor]:
+        """Eq. 6 for one generated batch conditioned on ``onehot``: adversarial, feature matching, VGG.
+        ``real_features`` (D's features of ``real``) are recomputed with the current D when not given."""
         fake_features = self.discriminator(onehot, fake)
-        with torch.no_grad():
-            real_features = self.discriminator(onehot, real)
+        if real_features is None:
+            with torch.no_grad():
+                real_features = self.discriminator(onehot, real)
         return {
             "adv": generator_loss(self.hparams.gan_loss, fake_features),
             "feat": feature_matching_loss(fake_features, real_features),
             "percept": self.perceptual(fake, real),
         }
 
-    def _generator_step(self, opt: Any, onehot: Tensor, real: Tensor, fake: Tensor, prefix: str) -> None:
+    def _generator_step(
+        self,
+        opt: Any,
+        onehot: Tensor,
+        real: Tensor,
+        fake: Tensor,
+        prefix: str,
+        real_features: list[list[Tensor]] | None = None,
+    ) -> None:
         hp = self.hparams
         with self.toggled_optimizer(opt):
-            terms = self.generator_terms(onehot, real, fake)
+            terms = self.generator_terms(onehot, real, fake, real_features if hp.reuse_real_features else None)
             terms["l1"] = F.l1_loss(fake, real)
             loss = (
                 terms["adv"]
@@ -257,8 +297,8 @@ class MaskGAN(L.LightningModule):
     def _dmn_step(self, image: Tensor, onehot: Tensor, opt_g: Any, opt_d: Any) -> None:
         """Stage I / DMN training: reconstruct I_t from its own mask and style."""
         fake = self.dmn(onehot, self._source_mask(onehot), image)
-        self._discriminator_step(opt_d, onehot, image, fake, "d")
-        self._generator_step(opt_g, onehot, image, fake, "g")
+        real_features = self._discriminator_step(opt_d, onehot, image, fake, "d")
+        self._generator_step(opt_g, onehot, image, fake, "g", real_features)
 
     @torch.no_grad()
     def simulate_edits(self, onehot: Tensor) -> tuple[Tensor, Tensor]:
@@ -287,8 +327,8 @@ class MaskGAN(L.LightningModule):
         rendered = self.dmn.generate(torch.cat([m_inter, m_outer]), style.repeat(2, 1))
         i_inter, i_outer = rendered.chunk(2)
         blend, alpha = self.blender(i_inter, i_outer)
-        self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
-        self._generator_step(opt_gb, onehot, image, blend, "gb")
+        real_features = self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
+        self._generator_step(opt_gb, onehot, image, blend, "gb", real_features)
         self.log("train/gb/alpha_mean", alpha.detach().mean(), batch_size=self._batch_size)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -323,6 +363,25 @@ class MaskGAN(L.LightningModule):
         lrs = {"g": hp.lr, "d": hp.lr, "vae": hp.maskvae_lr, "gb": hp.ebst_lr}
         return [torch.optim.Adam(params[name], lr=lrs[name], betas=betas) for name in self.optimizer_names()]
 
+    def finished_optimizers(self, phase: Phase | None = None) -> list[str]:
+        """Names of the optimizers no phase from ``phase`` (default: the current one) on will step."""
+        phase = phase or self.phase
+        names = [name for name, _ in self.schedule]
+        remaining = names[names.index(phase) :] if phase in names else []
+        still = set().union(*(PHASE_OPTIMIZERS[name] for name in remaining)) if remaining else set()
+        return [name for name in self.optimizer_names() if name not in still]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Drop the Adam state of optimizers whose phases are over (their param groups, with the learning
+        rates, stay so that the checkpoint still resumes)."""
+        states = checkpoint.get("optimizer_states")
+        if not states or len(states) != len(self.optimizer_names()):
+            return
+        finished = set(self.finished_optimizers())
+        for name, state in zip(self.optimizer_names(), states, strict=True):
+            if name in finished:
+                state["state"] = {}
+
     # ------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
     def render(self, target_onehot: Tensor, source_onehot: Tensor, source_image: Tensor, ema: bool = True) -> Tensor:
@@ -354,3 +413,31 @@ class MaskGAN(L.LightningModule):
         style_copy = self.render(onehot, onehot.roll(1, 0), image.roll(1, 0))
         rows = [mask_rgb, (image + 1) / 2, (recon + 1) / 2, (style_copy + 1) / 2]
         return make_grid(torch.cat([r.float().clamp(0, 1) for r in rows]), nrow=image.shape[0], padding=1)
+
+
+def checkpoint_bytes(
+    model: MaskGAN, phase: Phase, drop_finished: bool = True, bytes_per_value: int = 4
+) -> dict[str, int]:
+    """Bytes a checkpoint of ``model`` saved during ``phase`` takes, by part, from state-dict shapes: each
+    network's tensors, and 2 Adam moments per parameter of every optimizer that has stepped by then (Adam's
+    state appears at its first step) and, with ``drop_finished``, is still to be used
+    (:meth:`MaskGAN.finished_optimizers`). Works on a model built on the ``meta`` device."""
+    sizes: dict[str, int] = {}
+    parts = {"dmn": "DMN", "dmn_ema": "EMA DMN", "discriminator": "D", "mask_vae": "MaskVAE", "blender": "blender"}
+    state = model.state_dict()
+    for prefix, label in parts.items():
+        numel = sum(v.numel() for k, v in state.items() if k.split(".", 1)[0] == prefix)
+        if numel:
+            sizes[label] = numel * bytes_per_value
+    params = {"g": list(model.dmn.parameters()), "d": list(model.discriminator.parameters())}
+    if model.hparams.ebst:
+        params["vae"] = list(model.mask_vae.parameters())
+        params["gb"] = [*model.dmn.parameters(), *model.blender.parameters()]
+    names = [name for name, _ in model.schedule]
+    done = names if phase == "done" else names[: names.index(phase) + 1]
+    stepped = set().union(*(PHASE_OPTIMIZERS[name] for name in done)) if done else set()
+    finished = set(model.finished_optimizers(phase)) if drop_finished else set()
+    for name in model.optimizer_names():
+        if name in stepped and name not in finished:
+            sizes[f"Adam {name}"] = 2 * sum(p.numel() for p in params[name]) * bytes_per_value
+    return sizes
