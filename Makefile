@@ -82,7 +82,7 @@ editor-screenshots: ## re-take docs/editor_<tab>.png with the browser tests' Chr
 
 # -------------------------------------------------------------------------------------------- bench
 .PHONY: bench
-bench: bench-data bench-maskgan bench-maggan bench-portraitgan ## every benchmark (each prints a ratio against a baseline measured in the same run)
+bench: bench-data bench-maskgan bench-maggan bench-mask-guided bench-portraitgan ## every benchmark (each prints a ratio against a baseline measured in the same run)
 
 .PHONY: bench-data
 bench-data: $(STAMP) ## synthetic face world: faces/s at 128² on one core vs reading the same faces from disk
@@ -95,6 +95,10 @@ bench-maskgan: $(STAMP) ## DMN training step img/s: optimized (GPU: bf16 + chann
 .PHONY: bench-maggan
 bench-maggan: $(STAMP) ## MagGAN G and critic step img/s: optimized vs eager fp32; GPU: 256², batch 32, bf16, MFU
 	$(PY) -m experiments.bench_maggan $(ARGS)
+
+.PHONY: bench-mask-guided
+bench-mask-guided: $(STAMP) ## Gu et al. training iteration img/s (G + D + D2): optimized vs eager fp32; GPU: 256², batch 4, bf16, MFU
+	$(PY) -m experiments.bench_mask_guided $(ARGS)
 
 .PHONY: bench-portraitgan
 bench-portraitgan: $(STAMP) ## PortraitGAN training step img/s: optimized vs eager fp32; GPU: 512², batch 2, bf16, MFU
@@ -138,6 +142,23 @@ endif
 eval-maggan: $(STAMP) ## Tables 1 and 3 protocols (MRE, edit accuracy, FID, PSNR/SSIM, hat split): make eval-maggan CKPT=... [DATA=... MASKS=...]
 	@test -n "$(CKPT)" || { echo 'usage: make eval-maggan CKPT=runs/.../checkpoints/last.ckpt [DATA=/path/to/celeba MASKS=cache]'; exit 2; }
 	$(PY) -m experiments.evaluate maggan --checkpoint $(CKPT) $(if $(DATA),--data $(DATA) --masks $(MASKS)) $(ARGS)
+
+# PARSER: Gu et al.'s frozen face parser P_F (a FaceParser .ckpt with Helen's 11 classes, e.g. from
+# `make train-parser DATA=...`, or the official latest_net_P.pth). Without DATA, P_F is trained first.
+PARSER ?=
+.PHONY: train-mask-guided
+train-mask-guided: $(STAMP) ## Gu et al. mask-guided editing; DATA=/path/to/helen PARSER=P_F.ckpt for the paper 256² run (GPU), else P_F + model on synthetic 64², CPU
+ifdef DATA
+	$(PY) -m experiments.train mask_guided_helen_256 data.root=$(DATA) $(if $(PARSER),model.parser_checkpoint=$(PARSER)) $(ARGS)
+else
+	$(PY) -m experiments.train mask_guided_parser_synthetic_64
+	$(PY) -m experiments.train mask_guided_synthetic_64 model.parser_checkpoint=$$(ls -t runs/mask_guided_parser_synthetic_64/*/checkpoints/last.ckpt | head -1) $(ARGS)
+endif
+
+.PHONY: eval-mask-guided
+eval-mask-guided: $(STAMP) ## Tables 1-3 protocols (FID of 5k unpaired samples, parsing accuracy, parser + generated faces): make eval-mask-guided CKPT=... [DATA=...]
+	@test -n "$(CKPT)" || { echo 'usage: make eval-mask-guided CKPT=runs/.../checkpoints/last.ckpt (or the official folder) [DATA=/path/to/helen]'; exit 2; }
+	$(PY) -m experiments.evaluate mask-guided --checkpoint $(CKPT) $(if $(DATA),--data $(DATA)) $(ARGS)
 
 .PHONY: train-portraitgan
 train-portraitgan: $(STAMP) ## PortraitGAN (landmark + modality cycle GAN); DATA=/path/to/RaFD (with modalities/) for the paper 512² run (GPU), else synthetic 64² on CPU

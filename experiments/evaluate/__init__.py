@@ -23,6 +23,7 @@ from types import ModuleType
 PROTOCOLS: dict[str, str] = {
     "maskgan": "experiments.evaluate.maskgan",
     "maggan": "experiments.evaluate.maggan",
+    "mask-guided": "experiments.evaluate.mask_guided",
     "portraitgan": "experiments.evaluate.portraitgan",
 }
 

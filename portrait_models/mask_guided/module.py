@@ -227,6 +227,9 @@ class MaskGuidedSystem(L.LightningModule):
         parser_checkpoint: frozen P_F weights (see :func:`load_parser`); None turns the parsing loss off.
         vgg_pretrained: ImageNet VGG19 from the weights cache for the masked VGG term (built only when its
             weight is > 0); False uses a fixed random VGG19 (tests).
+        batch_paths: on paired iterations run the reconstruction and transfer paths through G_m as one batch
+            of 2B (faster on a GPU; BatchNorm then normalises over both paths, the official code runs them
+            separately, so it is off by default).
     """
 
     def __init__(
@@ -255,6 +258,7 @@ class MaskGuidedSystem(L.LightningModule):
         betas: tuple[float, float] = (0.5, 0.999),
         lr_constant_epochs: int = 10,
         lr_decay_epochs: int = 45,
+        batch_paths: bool = False,
     ) -> None:
         super().__init__()
         check_image_size(image_size)
@@ -339,12 +343,15 @@ class MaskGuidedSystem(L.LightningModule):
         bg_feature = g.background_features(image, prepared["background"]) if g.ablation == "full" else None
         centres, background = prepared["centres"], prepared["background"]
         transfer = {k: f[perm] for k, f in features.items()}
+        if paired and self.hparams.batch_paths:  # one G_m call on 2B samples (BN statistics over both paths)
+            both = {k: torch.cat([transfer[k], features[k]]) for k in features}
+            two = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+            fused = g.fuse(both, two(centres), two(mask_feature))
+            out["transfer"], out["recon"] = g.render(fused, two(image), two(background), two(bg_feature)).chunk(2)
+            return out
         out["transfer"] = g.render(g.fuse(transfer, centres, mask_feature), image, background, bg_feature)
-        if paired:
+        with torch.set_grad_enabled(paired and torch.is_grad_enabled()):
             out["recon"] = g.render(g.fuse(features, centres, mask_feature), image, background, bg_feature)
-        else:
-            with torch.no_grad():
-                out["recon"] = g.render(g.fuse(features, centres, mask_feature), image, background, bg_feature)
         return out
 
     def parsing_loss(self, image: Tensor, label: Tensor) -> Tensor:
