@@ -13,7 +13,7 @@ Paper: Lee et al., "MaskGAN: Towards Diverse and Interactive Facial Image Manipu
 
 The phase is a function of the module's own batch counter (a buffer saved in checkpoints), so
 ``run.ckpt_path=last`` resumes inside any phase, and the run stops itself when the schedule is done.
-Trainer ``max_steps`` counts every optimizer step (1 per batch for the VAE, 2 for DMN, 4 for EBST).
+Trainer ``max_steps`` counts every optimizer step (1 per batch for the VAE, 2 for DMN, 4 for EBST; 3 with ``ebst_blend_d_step=False``).
 
 Choices where the paper is silent (from the released code, reference_implementations.md §1):
 discriminator loss ``0.5·(real + fake)``; pix2pixHD feature-matching weights (1/num_D)·(4/(n_layers+1));
@@ -85,6 +85,8 @@ class MaskGAN(L.LightningModule):
             D's update, as the released code) instead of recomputing them after it; one D forward less, and
             real + fake in one D call.
         channels_last: keep networks and inputs in channels-last memory format (faster convs on GPU).
+        ebst_blend_d_step: EBST updates D twice per batch, on stage I's reconstruction and on stage II's blend
+            (default); False updates it in stage I only (G_B still meets D on the blend).
     """
 
     def __init__(
@@ -129,6 +131,7 @@ class MaskGAN(L.LightningModule):
         ema_rampup: float | None = 0.05,
         channels_last: bool = False,
         reuse_real_features: bool = False,
+        ebst_blend_d_step: bool = True,
     ) -> None:
         super().__init__()
         if fusion not in ("sft", "concat"):
@@ -327,7 +330,9 @@ class MaskGAN(L.LightningModule):
         rendered = self.dmn.generate(torch.cat([m_inter, m_outer]), style.repeat(2, 1))
         i_inter, i_outer = rendered.chunk(2)
         blend, alpha = self.blender(i_inter, i_outer)
-        real_features = self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
+        real_features = None
+        if self.hparams.ebst_blend_d_step:
+            real_features = self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
         self._generator_step(opt_gb, onehot, image, blend, "gb", real_features)
         self.log("train/gb/alpha_mean", alpha.detach().mean(), batch_size=self._batch_size)
 
