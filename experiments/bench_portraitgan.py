@@ -25,36 +25,19 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
-from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from experiments.bench_common import PartTimer, Result, peak_tflops, print_comparison
 from portrait_models.portraitgan.module import PortraitGAN
 
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
-PARTS = ("G passes", "G loss", "D loss", "rest")
-
-
-@dataclass
-class Result:
-    path: str
-    images_per_s: float
-    step_ms: float
-    parts_ms: dict[str, float] = field(default_factory=dict)
-    mfu: float | None = None
-
-
-def peak_tflops() -> float | None:
-    if not torch.cuda.is_available():
-        return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+PARTS = ("G passes", "G loss", "D loss")
+WRAPPED = (("translate", "G passes"), ("generator_terms", "G loss"), ("discriminator_terms", "D loss"))
 
 
 class _SamePairs(Dataset):
@@ -83,43 +66,6 @@ class _SamePairs(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.items[index % len(self.items)]
-
-
-class _PartTimer(pl.Callback):
-    """Wall time of each training batch and of the wrapped helpers inside it (synchronised on CUDA)."""
-
-    def __init__(self, module: PortraitGAN, cuda: bool) -> None:
-        self.cuda, self.times, self._start, self._inside = cuda, defaultdict(list), 0.0, defaultdict(float)
-        for name, part in (("translate", "G passes"), ("generator_terms", "G loss"), ("discriminator_terms", "D loss")):
-            setattr(module, name, self._timed(getattr(module, name), part))
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-
-    def _timed(self, function: Callable[..., Any], part: str) -> Callable[..., Any]:
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            self._sync()
-            start = time.perf_counter()
-            out = function(*args, **kwargs)
-            self._sync()
-            self._inside[part] += time.perf_counter() - start
-            return out
-
-        return timed
-
-    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int) -> None:
-        self._inside.clear()
-        self._sync()
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
-        self._sync()
-        total = time.perf_counter() - self._start
-        for part in PARTS[:-1]:
-            self.times[part].append(self._inside[part])
-        self.times["rest"].append(total - sum(self._inside[p] for p in PARTS[:-1]))
-        self.times["step"].append(total)
 
 
 def build(args: argparse.Namespace, optimized: bool, steps: int = 1) -> PortraitGAN:
@@ -160,7 +106,9 @@ def time_path(name: str, args: argparse.Namespace, *, optimized: bool, flops: fl
     pl.seed_everything(0, verbose=False)
     steps = args.warmup + args.iters
     model = build(args, optimized)
-    timer = _PartTimer(model, cuda)
+    timer = PartTimer(PARTS, cuda)
+    for attribute, part in WRAPPED:
+        timer.wrap(model, attribute, part)
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if optimized and cuda else "32-true",
         max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -168,7 +116,7 @@ def time_path(name: str, args: argparse.Namespace, *, optimized: bool, flops: fl
     )  # fmt: skip
     loader = DataLoader(_SamePairs(args.size, args.batch, steps, 4), batch_size=args.batch, shuffle=False)
     trainer.fit(model, loader)
-    parts = {part: 1000 * statistics.median(timer.times[part][args.warmup :]) for part in PARTS}
+    parts = {part: 1000 * statistics.median(timer.times[part][args.warmup :]) for part in (*PARTS, "rest")}
     seconds = statistics.median(timer.times["step"][args.warmup :])
     images_per_s = 2 * args.batch / seconds  # both directions of every pair
     peak = peak_tflops()
@@ -205,15 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     base = time_path("eager fp32 (default)", args, optimized=False, flops=flops)
     label = "batch_d_calls" + (" + bf16 + channels_last" if cuda else "")
     fast = time_path(label, args, optimized=True, flops=flops)
-    width = max(len(base.path), len(fast.path), len("time ratio optimized/eager"))
-    print(f"  {'median ms':<{width}} " + " ".join(f"{p:>10}" for p in (*PARTS, "step")) + "      img/s")
-    for r in (base, fast):
-        cells = " ".join(f"{r.parts_ms[p]:10.1f}" for p in PARTS) + f" {r.step_ms:10.1f}"
-        mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
-        print(f"  {r.path:<{width}} {cells} {r.images_per_s:10.2f}{mfu}")
-    ratios = " ".join(f"{fast.parts_ms[p] / base.parts_ms[p]:10.2f}" for p in PARTS)
-    print(f"  {'time ratio optimized/eager':<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
-    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x")
+    print_comparison(base, fast, PARTS)
     print(f"  model FLOPs per step: {flops / 1e9:.1f} GFLOP (torch FLOP counter, backward = 2x forward)")
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,0 +1,89 @@
+"""Pieces every training-step benchmark (``experiments/bench_<paper>.py``) shares: per-part wall times read by
+wrapping a module's own helpers, the GPU's peak bf16 rate for MFU, and the side-by-side table."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+
+
+@dataclass
+class Result:
+    path: str
+    images_per_s: float
+    step_ms: float
+    parts_ms: dict[str, float] = field(default_factory=dict)
+    mfu: float | None = None
+
+
+def peak_tflops() -> float | None:
+    """Dense bf16 peak of the current GPU (None on CPU or an unlisted GPU)."""
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+class PartTimer(pl.Callback):
+    """Wall time of each training batch and of the wrapped callables inside it (synchronised on CUDA).
+
+    ``parts`` names the timed parts in table order; ``wrap(owner, attribute, part)`` replaces
+    ``owner.attribute`` by a timed version. Whatever the wrapped parts do not cover is ``rest``.
+    """
+
+    def __init__(self, parts: Sequence[str], cuda: bool) -> None:
+        self.parts, self.cuda = tuple(parts), cuda
+        self.times: dict[str, list[float]] = defaultdict(list)
+        self._start, self._inside = 0.0, defaultdict(float)
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def wrap(self, owner: Any, attribute: str, part: str) -> None:
+        function: Callable[..., Any] = getattr(owner, attribute)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._sync()
+            start = time.perf_counter()
+            out = function(*args, **kwargs)
+            self._sync()
+            self._inside[part] += time.perf_counter() - start
+            return out
+
+        setattr(owner, attribute, timed)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int) -> None:
+        self._inside.clear()
+        self._sync()
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
+        self._sync()
+        total = time.perf_counter() - self._start
+        for part in self.parts:
+            self.times[part].append(self._inside[part])
+        self.times["rest"].append(total - sum(self._inside[p] for p in self.parts))
+        self.times["step"].append(total)
+
+
+def print_comparison(base: Result, fast: Result, parts: Sequence[str]) -> None:
+    """Median ms per part and per step, img/s (and MFU), the time ratios and the speed-up."""
+    columns = (*parts, "rest")
+    width = max(len(base.path), len(fast.path), len("time ratio optimized/eager"))
+    print(f"  {'median ms':<{width}} " + " ".join(f"{p:>10}" for p in (*columns, "step")) + "      img/s")
+    for r in (base, fast):
+        cells = " ".join(f"{r.parts_ms[p]:10.1f}" for p in columns) + f" {r.step_ms:10.1f}"
+        mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
+        print(f"  {r.path:<{width}} {cells} {r.images_per_s:10.2f}{mfu}")
+    ratios = " ".join(f"{fast.parts_ms[p] / base.parts_ms[p]:10.2f}" for p in columns)
+    print(f"  {'time ratio optimized/eager':<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
+    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x")
