@@ -1,0 +1,280 @@
+"""The browser editor in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+Run with ``make test-browser`` (installs chromium via apt when missing). The tiny checkpoints are trained here, in
+the session, on the synthetic face world. ``EDITOR_SCREENSHOTS=docs`` also writes each tab's screenshot there.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import synthetic_tensors
+from PIL import Image
+from scipy.ndimage import binary_dilation
+
+from datamodules.labels import CELEBAMASK_PALETTE, CLASS_INDEX
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+SIZE = 64
+TIMEOUT_MS = 60_000  # the machine is shared; a render takes well under a second, a page event a few
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fit(model, images, labels, batch_size=4):
+    import lightning.pytorch as pl
+
+    pl.seed_everything(0, verbose=False)
+    items = [{"image": x, "label": y} for x, y in zip(images, labels)]
+    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", max_steps=-1, max_epochs=1000, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(model, loader)
+    return trainer
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="editor_browser_"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def cached(name: str, workdir: Path) -> tuple[Path, bool]:
+    """Where a trained checkpoint goes; ``EDITOR_TEST_CACHE=dir`` keeps them between runs (while developing)."""
+    cache = os.environ.get("EDITOR_TEST_CACHE")
+    path = Path(cache) / name if cache else workdir / name
+    return path, path.is_file()
+
+
+@pytest.fixture(scope="session")
+def maskgan_checkpoint(workdir):
+    """A 64² MaskGAN DMN trained for 100 batches (two downsamplings keep a mask edit's effect local)."""
+    from portrait_models.maskgan.module import MaskGAN
+
+    path, done = cached("maskgan.ckpt", workdir)
+    if done:
+        return path
+    images, labels = synthetic_tensors(0, 64, SIZE)
+    model = MaskGAN(image_size=SIZE, ngf=8, ndf=8, n_downsample=2, n_blocks=1, style_channels=8, ebst=False,
+                    dmn_steps=100, vgg_pretrained=False, vgg_layers=1, lambda_l1=10.0, lr_decay=False,
+                    ema_halflife_kimg=0.1)  # fmt: skip
+    trainer = fit(model, images, labels)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def face_files(workdir):
+    """A synthetic face the models never saw, as an RGB PNG and a label PNG."""
+    images, labels = synthetic_tensors(20_000, 1, SIZE)
+    image = ((images[0].permute(1, 2, 0) + 1) * 127.5).round().byte().numpy()
+    Image.fromarray(image).save(workdir / "face.png")
+    Image.fromarray(labels[0].numpy().astype(np.uint8)).save(workdir / "face_label.png")
+    return workdir / "face.png", workdir / "face_label.png", labels[0].numpy()
+
+
+@pytest.fixture(scope="session")
+def server(workdir, maskgan_checkpoint):
+    from experiments.editor import build_app, launch
+
+    app = build_app({"maskgan": str(maskgan_checkpoint)}, "cpu", workdir / "saved")
+    url = launch(app, port=free_port(), block=False)
+    yield url
+    app.close()
+
+
+@pytest.fixture(scope="session")
+def browser_context():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} not found: `make test-browser` installs Debian's chromium (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            tempfile.mkdtemp(prefix="editor_chromium_"), executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1400, "height": 1500},
+        )  # fmt: skip
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context
+        context.close()
+
+
+@pytest.fixture(scope="session")
+def page(browser_context, server):
+    page = browser_context.new_page()
+    page.requests = []
+    page.on("request", lambda r: page.requests.append(r.url))
+    page.goto(server, wait_until="load")  # not "networkidle": the page keeps a heartbeat connection open
+    page.locator("button[role=tab]").first.wait_for()
+    page.wait_for_timeout(1000)  # let the page finish fetching what it loads after the first paint
+    return page
+
+
+def screenshot(page, name: str) -> None:
+    target = os.environ.get("EDITOR_SCREENSHOTS")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(target) / f"editor_{name}.png"), full_page=True)
+
+
+# ------------------------------------------------------------------------------------------------ page helpers
+def status(page, tab: str) -> str:
+    return page.locator(f"#{tab}-status").inner_text()
+
+
+def wait_status(page, tab: str, text: str) -> str:
+    page.wait_for_function(
+        "([sel, text]) => document.querySelector(sel) && document.querySelector(sel).innerText.includes(text)",
+        arg=[f"#{tab}-status", text],
+    )
+    return status(page, tab)
+
+
+def fill(page, elem_id: str, value: str) -> None:
+    page.locator(f"#{elem_id} textarea, #{elem_id} input").first.fill(value)
+
+
+def upload(page, elem_id: str, path: Path) -> None:
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+    page.wait_for_function(  # the component shows the file once the upload has finished
+        "(sel) => { const el = document.querySelector(sel); return el && (el.querySelector('img') ||"
+        " el.querySelector('a[download], .file-name, td')); }",
+        arg=f"#{elem_id}",
+    )
+
+
+def result_image(page, tab: str) -> np.ndarray:
+    """The result shown in the page (fetched from its src), reduced back to the model's size."""
+    src = page.locator(f"#{tab}-result img").get_attribute("src")
+    body = page.request.get(src if src.startswith("http") else page.url.rstrip("/") + "/" + src.lstrip("/")).body()
+    import io
+
+    array = np.asarray(Image.open(io.BytesIO(body)).convert("RGB")).astype(np.float32)
+    step = array.shape[0] // SIZE
+    return array[step // 2 :: step, step // 2 :: step]
+
+
+def canvas_mapper(page, elem_id: str, canvas_size: int = 512):
+    """Canvas pixel (x, y) -> page coordinates, from the editor's zoom and its centred image."""
+    box = page.locator(f"#{elem_id} .pixi-target canvas").bounding_box()
+    zoom = float(page.locator(f"#{elem_id} .zoom-number span").inner_text().strip().rstrip("%")) / 100
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    return lambda x, y: (cx + (x - canvas_size / 2) * zoom, cy + (y - canvas_size / 2) * zoom)
+
+
+def pick_brush(page, elem_id: str, class_name: str) -> None:
+    r, g, b = (int(c) for c in CELEBAMASK_PALETTE[CLASS_INDEX[class_name]])
+    brush = page.locator(f"#{elem_id} button[aria-label='Brush']")
+    if "highlight" not in (brush.get_attribute("class") or ""):  # a second click would put the brush away
+        brush.click()
+    page.locator(f"#{elem_id} button[aria-label='Color']").click()
+    page.locator(f"#{elem_id} button.color[style*='rgb({r}, {g}, {b})']").click()
+    box = page.locator(f"#{elem_id}").bounding_box()
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] - 20)  # a click outside closes the swatches
+    page.locator(f"#{elem_id} .swatch").wait_for(state="detached")
+
+
+def stroke(page, to_page, points) -> None:
+    page.mouse.move(*to_page(*points[0]))
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(*to_page(x, y), steps=4)
+    page.mouse.up()
+
+
+def forehead_row(label: np.ndarray) -> tuple[int, int, int]:
+    """A row across the forehead: halfway between the top of the skin and the top of the brows, and its skin span."""
+    skin = label == CLASS_INDEX["skin"]
+    brows = np.isin(label, [CLASS_INDEX["l_brow"], CLASS_INDEX["r_brow"]])
+    y = (np.argwhere(skin)[:, 0].min() + np.argwhere(brows)[:, 0].min()) // 2
+    xs = np.flatnonzero(skin[y])
+    return int(y), int(xs.min()), int(xs.max())
+
+
+# ------------------------------------------------------------------------------------------------------ tests
+def test_page_loads_nothing_remote(page, server):
+    assert page.requests, "the page made no request at all"
+    remote = [u for u in page.requests if not u.startswith((server.rstrip("/"), "blob:", "data:"))]
+    assert not remote, remote[:5]
+    assert page.locator("button[role=tab]", has_text="MaskGAN").count() == 1
+
+
+def test_a_wrong_checkpoint_is_a_message_not_a_traceback(page, face_files, maskgan_checkpoint):
+    face, _, _ = face_files
+    fill(page, "maskgan-ckpt", str(face))
+    page.locator("#maskgan-load").click()
+    text = wait_status(page, "maskgan", "failed")
+    assert f"Loading {face} as a MaskGAN checkpoint failed" in text and "Traceback" not in page.content()
+    fill(page, "maskgan-ckpt", str(face.parent / "missing.ckpt"))
+    page.locator("#maskgan-load").click()
+    assert "checkpoint not found" in wait_status(page, "maskgan", "not found")
+    fill(page, "maskgan-ckpt", str(maskgan_checkpoint))
+    page.locator("#maskgan-load").click()
+    wait_status(page, "maskgan", "Loaded")
+
+
+def test_maskgan_hair_stroke_across_the_forehead(page, face_files, workdir):
+    face, face_label, label = face_files
+    page.locator("button[role=tab]", has_text="MaskGAN").click()
+    upload(page, "maskgan-face", face)
+    upload(page, "maskgan-mask", face_label)
+    page.locator("#maskgan-use").click()
+    wait_status(page, "maskgan", f"Editing a {SIZE}² face")
+    page.locator("#maskgan-render").click()
+    wait_status(page, "maskgan", "Rendered in")
+    before = result_image(page, "maskgan")
+
+    y, x0, x1 = forehead_row(label)
+    scale = 512 // SIZE
+    page.wait_for_timeout(500)  # the canvas redraws its new background
+    to_page = canvas_mapper(page, "maskgan-canvas")
+    pick_brush(page, "maskgan-canvas", "hair")
+    stroke(page, to_page, [((x0 + 1) * scale, y * scale + scale // 2), ((x1 - 1) * scale, y * scale + scale // 2)])
+    page.locator("#maskgan-render").click()
+    page.wait_for_function(  # a new render: the status counts the edited pixels
+        "(sel) => /[1-9][0-9]* mask pixels edited/.test(document.querySelector(sel).innerText)", arg="#maskgan-status"
+    )
+    after = result_image(page, "maskgan")
+    page.locator("#maskgan-save").click()
+    wait_status(page, "maskgan", "Saved")
+    screenshot(page, "maskgan")
+
+    saved = sorted((workdir / "saved").glob("maskgan_*_mask_label.png"))[-1]
+    edited = np.asarray(Image.open(saved)).astype(np.int64)
+    painted = edited != label
+    row_span = np.zeros_like(painted)
+    row_span[y, x0 + 2 : x1 - 1] = True
+    # the saved mask carries hair along the stroke, and only there (the brush is ~3 model pixels wide)
+    assert (edited[row_span] == CLASS_INDEX["hair"]).mean() > 0.9
+    assert np.all(edited[painted] == CLASS_INDEX["hair"])
+    assert painted.sum() < 6 * (x1 - x0) and not painted[: max(y - 3, 0)].any() and not painted[y + 4 :].any()
+    colour = np.asarray(Image.open(str(saved).replace("_label", "_color")))
+    assert np.array_equal(
+        colour[painted], np.broadcast_to(CELEBAMASK_PALETTE[CLASS_INDEX["hair"]], colour[painted].shape)
+    )
+    # the output changed in the painted region far more than away from it
+    change = np.abs(after - before).mean(-1)
+    far = ~binary_dilation(painted, iterations=8)
+    inside, outside = change[painted].mean(), change[far].mean()
+    print(f"mean |change| painted {inside:.1f}, away from the stroke {outside:.1f} (0-255 scale)")
+    assert inside > 3 * outside + 1.0, (inside, outside)
