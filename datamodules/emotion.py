@@ -49,6 +49,7 @@ from datamodules.transforms import FaceSample, to_batch
 Layout = Literal["auto", "rafd", "identity_folders"]
 SplitBy = Literal["frames", "identity"]
 Partner = Literal["other_emotion", "uniform"]
+Crop = Literal["none", "landmark_box"]
 MODALITY_FOLDER = "modalities"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LANDMARK_CACHE = "landmarks_68.json"
@@ -295,6 +296,36 @@ def identity_disjoint_split(identities: Sequence[int], *, test_fraction: float, 
     return ["test" if identity in test else "train" for identity in identities]
 
 
+def landmark_box_crops(records: Sequence[Any], names: dict[Path, RafdName]) -> dict[Path, tuple[int, int, int]]:
+    """``path -> (x0, y0, side)``: one square per (identity, angle, gaze) from the mean landmark box of the
+    group (centre (cx, cy - 0.15 h), side round(2·max(w, h)))."""
+    groups: dict[tuple[int, int, str], list[Any]] = defaultdict(list)
+    for record in records:
+        name = names[record.path]
+        groups[(name.subject, name.angle, name.gaze)].append(record)
+    crops = {}
+    for members in groups.values():
+        boxes = np.array([[*r.landmarks.min(0), *r.landmarks.max(0)] for r in members], np.float64)
+        x0, y0, x1, y1 = boxes.mean(0)
+        w, h = x1 - x0, y1 - y0
+        side = int(round(2.0 * max(w, h)))
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2 - 0.15 * h
+        corner = (int(round(cx - side / 2)), int(round(cy - side / 2)), side)
+        crops.update({r.path: corner for r in members})
+    return crops
+
+
+def crop_square(image: np.ndarray, x0: int, y0: int, side: int) -> np.ndarray:
+    """The ``side``×``side`` window at (x0, y0) of an (H, W, C) image, edge pixels replicated outside it."""
+    import cv2
+
+    h, w = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - w, y0 + side - h)
+    if pad:
+        image = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(image[y0 + pad : y0 + pad + side, x0 + pad : x0 + pad + side])
+
+
 def modality_path(root: Path, relative: Path, modality: str, index: int) -> Path:
     """Where modality ``index`` (named ``modality``) of photo ``relative`` lives: the release itself for 0,
     else ``root/modalities/<modality>/<relative>``."""
@@ -355,6 +386,10 @@ class EmotionLandmarks(FaceDataset):
         modalities: names of the modalities, the first being the photos under ``root`` (e.g. ``[photo,
             la_muse, rain_princess, wave]``); the others are read from ``root/modalities/<name>/`` with the
             photo's relative path, and a missing file is an error naming it. None: photos only.
+        crop: ``"none"`` (the whole photo, squashed to ``image_size``) or ``"landmark_box"``: one square crop per
+            (identity, camera angle, gaze) from the mean box (w, h) of that group's landmarks, centred at
+            (cx, cy - 0.15 h), side 2·max(w, h), replicate padding outside the photo; the same crop for every
+            emotion and modality of the group, so pairs stay aligned (landmarks follow it).
     """
 
     def __init__(
@@ -373,7 +408,10 @@ class EmotionLandmarks(FaceDataset):
         seed: int = 0,
         split_by: SplitBy = "frames",
         modalities: Sequence[str] | None = None,
+        crop: Crop = "none",
     ) -> None:
+        if crop not in ("none", "landmark_box"):
+            raise ValueError(f"crop must be 'none' or 'landmark_box', got {crop!r}")
         if not (0 <= test_fraction < 1 and 0 <= val_fraction < 1):
             raise ValueError(f"test_fraction and val_fraction must lie in [0, 1); got {test_fraction}, {val_fraction}")
         if split_by not in ("frames", "identity"):
@@ -401,6 +439,7 @@ class EmotionLandmarks(FaceDataset):
             EmotionRecord(p, names[p].subject, names[p].emotion, names[p].angle, points[p], assigned)
             for p, assigned in zip(paths, splits, strict=True)
         ]
+        self.crops = landmark_box_crops(self.records, names) if crop == "landmark_box" else {}
         wanted = "test" if split == "val" and val_fraction == 0 else split
         self._set_items([r for r in self.records if wanted in ("all", r.split)], f"the {self.layout} photos under it")
         self._check_modalities()
@@ -453,9 +492,13 @@ class EmotionLandmarks(FaceDataset):
     def load_record(self, record: EmotionRecord, modality: int = 0) -> FaceSample:
         """The photo of ``record`` in modality ``modality`` (its landmarks in every modality)."""
         path = modality_path(self.root, record.path, self.modalities[modality], modality)
+        image, landmarks = read_rgb(path), record.landmarks
+        if record.path in self.crops:
+            x0, y0, side = self.crops[record.path]
+            image, landmarks = crop_square(image, x0, y0, side), landmarks - np.array([x0, y0], np.float32)
         return FaceSample(
-            image=read_rgb(path),
-            points={"landmarks": record.landmarks},
+            image=image,
+            points={"landmarks": landmarks},
             extras={
                 "emotion": record.emotion,
                 "identity": record.identity,
@@ -542,7 +585,7 @@ class EmotionLandmarksDataModule(FaceDataModule):
 
     Args (beyond :class:`~datamodules.base.FaceDataModule`'s): ``paired``, ``partner`` (:class:`EmotionPairs`)
     and the :class:`EmotionLandmarks` options ``layout``, ``landmarks``, ``angles``, ``test_fraction``,
-    ``val_fraction``, ``split_by``, ``modalities``. The synthetic default writes every listed modality
+    ``val_fraction``, ``split_by``, ``modalities``, ``crop``. The synthetic default writes every listed modality
     (names from ``datamodules.synthetic.MODALITIES``) in the ``modalities/<name>/`` layout.
     """
 
@@ -567,8 +610,10 @@ class EmotionLandmarksDataModule(FaceDataModule):
         split_by: SplitBy = "frames",
         modalities: Sequence[str] | None = None,
         partner: Partner = "other_emotion",
+        crop: Crop = "none",
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        self.crop: Crop = crop
         self.split_by: SplitBy = split_by
         self.modalities = None if modalities is None else tuple(str(m) for m in modalities)
         self.partner: Partner = partner
@@ -596,6 +641,7 @@ class EmotionLandmarksDataModule(FaceDataModule):
             seed=self.seed,
             split_by=self.split_by,
             modalities=self.modalities,
+            crop=self.crop,
             **extra,
         )
 
