@@ -118,3 +118,38 @@ def test_datamodule_writes_the_synthetic_modalities(tmp_path, monkeypatch):
     batch = next(iter(dm.train_dataloader()))
     assert batch["image_b"].shape == (2, 3, SIZE, SIZE) and batch["modality_b"].shape == (2,)
     assert (dm.data_root / "modalities" / "painting").is_dir()
+
+
+def test_landmark_box_crop_is_shared_per_group_and_moves_the_landmarks(tmp_path):
+    from datamodules.emotion import crop_square
+
+    image = np.arange(5 * 6 * 3, dtype=np.uint8).reshape(5, 6, 3)
+    assert np.array_equal(crop_square(image, 1, 1, 3), image[1:4, 1:4])
+    padded = crop_square(image, -2, 3, 4)  # 2 columns left of the photo, 2 rows below it: replicated edges
+    assert padded.shape == (4, 4, 3)
+    assert np.array_equal(padded[0, 0], image[3, 0]) and np.array_equal(padded[3, 3], image[4, 1])
+    write_rafd(tmp_path, 2, seed=0, image_size=64, emotions=("neutral", "surprised"), gazes=("frontal", "left"))
+    plain = EmotionPairs(tmp_path, "all", 64, False, partner="uniform")
+    cropped = EmotionPairs(tmp_path, "all", 48, False, partner="uniform", crop="landmark_box")
+    groups = {}
+    for record in cropped.records:
+        name = parse_rafd_name(record.path)
+        groups.setdefault((name.subject, name.gaze), set()).add(cropped.crops[record.path])
+    assert len(groups) == 4 and all(len(c) == 1 for c in groups.values())  # one crop per (id, angle, gaze)
+    record = cropped.items[0]
+    x0, y0, side = cropped.crops[record.path]
+    points = record.landmarks
+    w, h = np.ptp(points, 0)
+    assert abs(side - 2 * max(w, h)) < 0.25 * max(w, h)  # the group mean is close to this photo's box
+    sample = cropped.load_record(record)
+    assert sample.image.shape[:2] == (side, side)
+    assert np.allclose(sample.points["landmarks"], points - [x0, y0])
+    original = plain.load_record(next(r for r in plain.records if r.path == record.path)).image
+    ya, yb, xa, xb = max(0, y0), min(64, y0 + side), max(0, x0), min(64, x0 + side)  # the window inside the photo
+    assert yb - ya > 32 and xb - xa > 32
+    assert np.array_equal(sample.image[ya - y0 : yb - y0, xa - x0 : xb - x0], original[ya:yb, xa:xb])
+    item = cropped[0]
+    assert item["image"].shape == (3, 48, 48)
+    assert torch.allclose(
+        item["landmarks"], torch.as_tensor((points - [x0, y0] + 0.5) * 48 / side - 0.5).float(), atol=1e-3
+    )
