@@ -281,11 +281,11 @@ class CelebADataModule(FaceDataModule):
     def soft_mask_dir(self) -> Path | None:
         if self.soft_masks is None:
             return None
+        frame = f"crop{stgan_crop_box(self.image_size)[2]}-s{self.mask_size}"  # the crop box depends on the size
         if self.soft_masks == "labels":
-            return Path(f"{self.synthetic_dir}-masks-labels-s{self.mask_size}")
+            return Path(f"{self.synthetic_dir}-masks-labels-{frame}")
         if self.soft_masks == "parser":
-            tag = Path(self.parser_checkpoint).stem
-            return Path(f"{self.synthetic_dir}-masks-parser-{tag}-s{self.mask_size}")
+            return Path(f"{self.synthetic_dir}-masks-parser-{Path(self.parser_checkpoint).stem}-{frame}")
         return Path(self.soft_masks).expanduser()
 
     def prepare_data(self) -> None:
