@@ -37,6 +37,20 @@ def _tensor(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
 
 
+def _train(dataset: EmotionPairs, **overrides) -> PortraitGAN:
+    """The synthetic config's networks trained for BATCHES batches of 4 pairs (seed 0), in eval mode."""
+    pl.seed_everything(0, verbose=False)
+    settings = dict(image_size=SIZE, ngf=16, n_downsample=3, n_blocks=3, ndf=16, texture_pretrained=False, lr=5e-4,
+                    schedule_unit="batch", decay_start=BATCHES * 2 // 3, decay_length=BATCHES // 3)  # fmt: skip
+    model = PortraitGAN(**{**settings, **overrides})
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2 * BATCHES, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(dataset, batch_size=4, shuffle=True, drop_last=True))
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list[int]]:
     root = tmp_path_factory.mktemp("portraitgan_world")
@@ -44,18 +58,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list
     kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
     train = EmotionPairs(root, "train", SIZE, False, **kw)
     test = EmotionPairs(root, "test", SIZE, False, **kw)
-    pl.seed_everything(0, verbose=False)
-    model = PortraitGAN(
-        image_size=SIZE, ngf=16, n_downsample=3, n_blocks=3, ndf=16, texture_pretrained=False, texture_layers=1,
-        lr=5e-4, schedule_unit="batch", decay_start=BATCHES * 2 // 3, decay_length=BATCHES // 3,
-    )  # fmt: skip
-    trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2 * BATCHES, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
-    trainer.fit(model, DataLoader(train, batch_size=4, shuffle=True, drop_last=True))
-    model.eval()
-    return model, sorted({r.identity - 1 for r in test.items})  # world identity = RaFD subject - 1
+    test_ids = sorted({r.identity - 1 for r in test.items})  # world identity = RaFD subject - 1
+    return _train(train, texture_layers=1), test_ids
 
 
 def test_open_mouth_landmarks_open_the_mouth(trained):
@@ -133,18 +137,7 @@ def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp
     world = SyntheticFaceWorld(0, num_identities=100)
     scores = {}
     for eta in (0.0, 10.0):
-        pl.seed_everything(0, verbose=False)
-        model = PortraitGAN(
-            image_size=SIZE, ngf=16, n_downsample=3, n_blocks=3, ndf=16, texture_pretrained=False,
-            texture_layers=3, lambda_texture=eta, lr=5e-4, schedule_unit="batch", decay_start=BATCHES * 2 // 3,
-            decay_length=BATCHES // 3,
-        )  # fmt: skip
-        trainer = pl.Trainer(
-            accelerator="cpu", max_steps=2 * BATCHES, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
-        trainer.fit(model, DataLoader(train, batch_size=4, shuffle=True, drop_last=True))
-        model.eval()
+        model = _train(train, texture_layers=3, lambda_texture=eta)
         gram, ssim = [], []
         for p in sorted({r.identity - 1 for r in test.items}):
             for emotion in (NEUTRAL, SURPRISED):
