@@ -35,8 +35,12 @@ lock: ## re-resolve requirements.lock from pyproject.toml
 
 # ------------------------------------------------------------------------------------------ quality
 .PHONY: test
-test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser tests; WANDB disabled)
-	WANDB_MODE=disabled $(PY) -m pytest -m "not slow and not gpu and not ddp and not browser" -q $(ARGS)
+test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser/reliability tests; WANDB disabled)
+	WANDB_MODE=disabled $(PY) -m pytest -m "not slow and not gpu and not ddp and not browser and not reliability" -q $(ARGS)
+
+.PHONY: test-reliability
+test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/SLURM-requeue exact resume
+	WANDB_MODE=disabled $(PY) -m pytest -m "reliability" -q $(ARGS)
 
 .PHONY: test-slow
 test-slow: $(STAMP) ## the slow tests only

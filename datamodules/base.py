@@ -31,6 +31,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.labels import CELEBA_ATTRIBUTES, NUM_CELEBA_ATTRIBUTES
+from datamodules.resumable import EpochSampler, SeededItems, ShardSampler
 from datamodules.transforms import FaceSample, Interpolation, SampleTransform, as_size, to_batch
 
 log = logging.getLogger(__name__)
@@ -104,10 +105,17 @@ def read_gray(path: Path) -> np.ndarray:
 
     A grey file is read as is; of a colour (or palette) file, the channel that ``cv2.imread`` puts first
     (blue), which is what the official CelebAMask-HQ merge script tests with ``mask[..., 0] != 0``.
+    A 16-bit grey file (``I;16``, e.g. a probability map saved with 65535 = probability 1) is rescaled to
+    0..255 by its full range, not clipped at 255.
     """
     with _open_image(path) as image:
         if image.mode == "L":
             return np.asarray(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            wide = np.asarray(image).astype(np.float64)
+            if image.mode == "I" and wide.max(initial=0) > 65535:
+                raise DatasetError(f"{path}: 32-bit grey values up to {int(wide.max())}; expected 8- or 16-bit")
+            return np.round(wide * (255 / 65535)).astype(np.uint8)
         return np.ascontiguousarray(np.asarray(image.convert("RGB"))[..., 2])
 
 
@@ -125,8 +133,16 @@ def image_size_of(path: Path) -> tuple[int, int]:
 
 def read_lines(path: Path) -> list[str]:
     """Non-blank lines of a text file, stripped."""
-    with open(require_file(path, "annotation file"), encoding="utf-8") as f:
-        return [line.strip() for line in f if line.strip()]
+    data = require_file(path, "annotation file").read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(
+            f"{path}: not UTF-8 text (byte {err.start}, line {line}: {data[err.start:err.start + 4]!r}); "
+            "expected a plain-text annotation file"
+        ) from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 # ------------------------------------------------------------------------------------ attribute tables
@@ -319,7 +335,8 @@ class FaceDataModule(L.LightningDataModule, ABC):
             under ``<cache_home>/synthetic/<layout>-seed<seed>-n<N>-s<size>``.
         image_size: output side (square).
         batch_size: per-process batch size; the train loader drops the last incomplete batch.
-        num_workers: DataLoader workers (persistent when > 0).
+        num_workers: DataLoader workers (persistent when > 0; the data order and augmentation do not depend on
+            them, see :mod:`datamodules.resumable`).
         augment: random horizontal flip (with left/right label and landmark swap) on the train split.
         photometric: add colour jitter to the train augmentation.
         synthetic_images: number of synthetic faces written when ``root`` is None.
@@ -355,6 +372,8 @@ class FaceDataModule(L.LightningDataModule, ABC):
         self.synthetic_images = synthetic_images
         self.seed = seed
         self.datasets: dict[str, FaceDataset] = {}
+        self._resume_position: tuple[int, int] | None = None  # (epoch, batches done) from a checkpoint
+        self._train_sampler: EpochSampler | None = None
 
     # ----------------------------------------------------------------------------- family-specific hooks
     @abstractmethod
@@ -403,15 +422,42 @@ class FaceDataModule(L.LightningDataModule, ABC):
                 f"the train split of {self.data_root} has {len(dataset)} items, fewer than batch_size="
                 f"{self.batch_size}; with drop_last no batch would remain"
             )
+        if train:  # data order and augmentation a function of (seed, epoch, position): see resumable.py
+            sampler = EpochSampler(dataset, shuffle=True, seed=self.seed)
+            if self._resume_position is not None:
+                epoch, batches = self._resume_position
+                sampler.resume_at(epoch, batches * self.batch_size)
+                self._resume_position = None
+            dataset = SeededItems(dataset)
+            self._train_sampler = sampler
+        else:
+            sampler = ShardSampler(dataset)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            sampler=sampler,
             drop_last=train,
             num_workers=self.num_workers,
             pin_memory=torch.cuda.is_available(),
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),  # worker base seeds: never drawn from the global RNG
         )
+
+    # ------------------------------------------------------------------------------- exact resume
+    def state_dict(self) -> dict[str, Any]:
+        """Where the train loader stands when a checkpoint is taken: the epoch and batch it yields next."""
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit" or self._train_sampler is None:
+            return {}
+        epoch = self._train_sampler.current_epoch  # its own pass count: Lightning's can run ahead
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"train_position": [int(epoch), int(done)]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        position = state_dict.get("train_position")
+        self._resume_position = (int(position[0]), int(position[1])) if position else None
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -24,6 +24,7 @@ from datamodules.base import (
     DatasetError,
     FaceDataModule,
     FaceDataset,
+    MissingDataError,
     atomic_write_png,
     file_names,
     image_size_of,
@@ -78,10 +79,12 @@ def merge_celebamask_parts(mask_root: Path, index: int, mask_size: tuple[int, in
     hair, neck and cloth over hair). A missing part file means the part is not visible.
     """
     label = np.zeros(mask_size, dtype=np.uint8)
+    found = 0
     for class_id, part in enumerate(CELEBAMASK_PARTS, start=1):
         path = part_path(mask_root, index, part)
         if not path.is_file():
             continue
+        found += 1
         mask = read_gray(path)
         if mask.shape != mask_size:
             raise DatasetError(
@@ -90,6 +93,10 @@ def merge_celebamask_parts(mask_root: Path, index: int, mask_size: tuple[int, in
                 "like the other masks of this dataset"
             )
         label[mask != 0] = class_id
+    if not found:  # every face has at least skin: none at all is a missing download, not a blank face
+        raise MissingDataError(
+            f"no part mask of image {index} exists: expected files like {part_path(mask_root, index, 'skin')}"
+        )
     return label
 
 
@@ -236,16 +243,37 @@ class CelebAMaskHQ(FaceDataset):
         index = self.items[position].index
         cached = self.label_dir / f"{index}.png"
         if cached.is_file():
-            return read_gray(cached)
+            try:
+                label = read_gray(cached)
+                problem = (
+                    f"is {label.shape[0]}x{label.shape[1]}, expected {self.mask_size[0]}x{self.mask_size[1]}"
+                    if label.shape != self.mask_size
+                    else f"holds label {int(label.max())} >= {NUM_CELEBAMASK_CLASSES}"
+                    if label.max(initial=0) >= NUM_CELEBAMASK_CLASSES
+                    else None
+                )
+            except DatasetError as err:  # truncated or garbage: a run killed mid-write by an older version
+                problem = f"cannot be decoded ({err})"
+            if problem is None:
+                return label
+            warn_once(f"stale label cache {cached} {problem}; merging the part masks again")
         label = merge_celebamask_parts(self.mask_root, index, self.mask_size)
         atomic_write_png(cached, label)
         return label
 
     def load(self, index: int) -> FaceSample:
         item = self.items[index]
+        photo, label = self.image_dir / f"{item.index}.jpg", self.label_map(index)
+        image = read_rgb(photo)
+        (h, w), (mh, mw) = image.shape[:2], label.shape
+        if h * mw != w * mh:  # 1024² photos and 512² masks share a field of view; another shape does not
+            raise DatasetError(
+                f"photo {photo} is {h}x{w} but its part masks ({part_path(self.mask_root, item.index, '*')}) are "
+                f"{mh}x{mw}; expected the same aspect ratio (one field of view, as 1024x1024 and 512x512)"
+            )
         return FaceSample(
-            image=read_rgb(self.image_dir / f"{item.index}.jpg"),
-            label=self.label_map(index),
+            image=image,
+            label=label,
             extras={
                 "attributes": torch.from_numpy(self._attributes[index].astype(np.float32)),
                 "name": str(item.index),

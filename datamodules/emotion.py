@@ -136,9 +136,18 @@ def read_pts(path: Path) -> np.ndarray:
         header = dict(line.split(":", 1) for line in lines[: lines.index("{")])
         n_points = int(header["n_points"])
         body = lines[lines.index("{") + 1 : lines.index("}")]
-        points = np.array([[float(v) for v in line.split()] for line in body], dtype=np.float32)
     except (ValueError, KeyError) as err:
         raise DatasetError(f"{path}: not an iBUG .pts file ('n_points: 68', '{{', 68 lines 'x y', '}}')") from err
+    rows = []
+    for number, line in enumerate(body, start=1):
+        try:
+            row = [float(v) for v in line.split()]
+        except ValueError:
+            row = []
+        if len(row) != 2 or not np.isfinite(row).all():
+            raise DatasetError(f"{path}: point {number} is {line[:40]!r}; expected two finite numbers 'x y'")
+        rows.append(row)
+    points = np.array(rows, dtype=np.float32).reshape(-1, 2)
     if n_points != NUM_LANDMARKS or points.shape != (NUM_LANDMARKS, 2):
         raise DatasetError(f"{path}: holds {len(points)} points; expected {NUM_LANDMARKS} (x y) rows")
     return points - 1.0

@@ -8,6 +8,7 @@ dequantizes and renormalizes so the classes sum to 1 at every pixel (quantizatio
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -56,9 +57,12 @@ def save_soft_mask(cache_dir: str | Path, name: str, probs: torch.Tensor) -> Pat
     path = soft_mask_path(cache_dir, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:  # atomic: a crash never leaves a truncated mask under the real name
-        np.savez_compressed(handle, probs=quantize(probs))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:  # atomic: a crash never leaves a truncated mask under the real name
+            np.savez_compressed(handle, probs=quantize(probs))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -70,12 +74,20 @@ def load_soft_mask(cache_dir: str | Path, name: str, num_classes: int = 19) -> t
             f"soft mask not found: {path} (build the cache with `python -m experiments.parse --checkpoint ...`)"
         )
     try:
-        probs = np.load(path)["probs"]
-    except (OSError, KeyError, ValueError) as err:
-        raise DatasetError(f"{path}: not a soft-mask file (expected an .npz with uint8 'probs'): {err}") from None
+        with np.load(path) as archive:
+            probs = archive["probs"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as err:  # truncated, garbage, wrong keys
+        raise DatasetError(
+            f"{path}: not a soft-mask file (expected an .npz with uint8 'probs'): {err}; delete it and rebuild the "
+            "cache with `python -m experiments.parse ...`"
+        ) from None
     if probs.ndim != 3 or probs.shape[0] != num_classes or probs.dtype != np.uint8:
         raise DatasetError(
             f"{path}: soft mask has shape {probs.shape} and dtype {probs.dtype}; expected uint8 ({num_classes}, H, W)"
         )
     soft = torch.from_numpy(probs.astype(np.float32))
-    return soft / soft.sum(0, keepdim=True).clamp_min(1.0)
+    total = soft.sum(0, keepdim=True)
+    if bool((total == 0).any()):  # every pixel belongs somewhere; an all-zero pixel is a broken file
+        y, x = (int(v) for v in (total[0] == 0).nonzero()[0])
+        raise DatasetError(f"{path}: pixel (x={x}, y={y}) has probability 0 for every class; expected a parser output")
+    return soft / total

@@ -1,12 +1,27 @@
-"""Runner callbacks that every experiment gets: fixed-seed sample grids and per-epoch reseeding."""
+"""Runner callbacks that every experiment gets.
+
+Sample grids, and what makes runs survive: per-epoch reseeding with the RNG state carried through
+checkpoints (exact resume mid-epoch), a guard that stops on a non-finite loss term before anything is
+saved, a ``last.ckpt`` every N batches written atomically, and SLURM's requeue signal turned into a
+checkpoint at the next batch boundary plus ``scontrol requeue``."""
 
 from __future__ import annotations
 
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
+from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchvision.utils import save_image
 
 
@@ -71,14 +86,255 @@ class SampleGrid(pl.Callback):
 
 
 class EpochSeed(pl.Callback):
-    """Reseed every RNG at each epoch start from (seed, epoch).
+    """Reseed every RNG at each epoch start from (seed, epoch); carry the RNG state through checkpoints.
 
-    Shuffling and augmentation then depend only on the epoch, so a run resumed from a checkpoint takes
-    exactly the batches an uninterrupted run takes.
+    Shuffling and augmentation depend only on (seed, epoch, position) (``datamodules.resumable``), and the
+    model's own randomness (dropout, noise, VAE sampling) on the epoch seed and the batches done since. A
+    checkpoint taken mid-epoch stores the RNG states; a run resumed from it restores them before its first
+    batch (Lightning calls no ``on_train_epoch_start`` when it resumes inside an epoch), so it takes exactly
+    the random numbers an uninterrupted run takes.
     """
 
     def __init__(self, seed: int):
         self.seed = seed
+        self._pending: dict[str, Any] | None = None
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._pending = None  # a fresh epoch: its seed decides, not a restored state
         pl.seed_everything(self.seed + 1000 * trainer.current_epoch, workers=True, verbose=False)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is not None:
+            set_rng_state(self._pending)
+            self._pending = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        checkpoint["rng_state"] = rng_state()
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        self._pending = checkpoint.get("rng_state")
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU and CUDA), NumPy and Python RNG states as tensors and plain numbers (weights_only-loadable)."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+        "python": [int(version), torch.tensor(words, dtype=torch.int64), gauss_next],
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, words, gauss_next = state["python"]
+    random.setstate((version, tuple(int(w) for w in words.tolist()), gauss_next))
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write each checkpoint to a temporary sibling and rename it into place: a killed process leaves the
+    previous file intact, never half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def flush_loggers(trainer: pl.Trainer) -> None:
+    """Write buffered metrics (the CSV logger keeps up to 100 rows in memory) before a checkpoint."""
+    for logger in trainer.loggers:
+        logger.save()
+
+
+class BatchStartCheckpoint(Checkpoint):
+    """Base of the callbacks that save from ``on_train_batch_start`` (see :func:`save_last`).
+
+    Lightning adds one to its logging step (``_batches_that_stepped``) on every restart, because its own
+    saves happen before that counter moves for the batch; at a batch start it has already moved, so the saved
+    value is taken back by one and the resumed run logs at the steps an uninterrupted run logs at.
+    """
+
+    _saving: bool = False  # set by save_last around its save; one adjustment per save
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        if BatchStartCheckpoint._saving:
+            BatchStartCheckpoint._saving = False
+            loop = checkpoint["loops"]["fit_loop"]["epoch_loop.state_dict"]
+            loop["_batches_that_stepped"] -= 1
+
+
+def save_last(trainer: pl.Trainer, path: Path, why: str) -> None:
+    """Save ``path`` from ``on_train_batch_start``: the state after the batches done so far."""
+    flush_loggers(trainer)
+    BatchStartCheckpoint._saving = True
+    try:
+        trainer.save_checkpoint(path)
+    finally:
+        BatchStartCheckpoint._saving = False
+    if trainer.is_global_zero:  # a line the kill/resume tests (and people tailing logs) wait for
+        batches = trainer.fit_loop.epoch_loop.total_batch_idx
+        print(f"checkpoint: {path} at batch {batches} ({why})", flush=True)
+
+
+class PeriodicCheckpoint(BatchStartCheckpoint):
+    """Rewrite ``path`` (the run's ``last.ckpt``) after every ``every_n_batches`` training batches.
+
+    It saves when the next batch starts, the same state as right after the batch, but with that batch's
+    metrics already logged (Lightning logs them after ``on_train_batch_end``), so the CSV history on disk
+    always reaches the checkpoint. The non-finite guard has checked the batch by then: a diverged state
+    is never saved.
+    """
+
+    def __init__(self, path: str | Path, every_n_batches: int):
+        self.path = Path(path)
+        self.every_n_batches = every_n_batches
+        self.saved_at = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        done = trainer.fit_loop.epoch_loop.total_batch_idx  # batches completed before this one
+        if self.every_n_batches > 0 and done > self.saved_at and done % self.every_n_batches == 0:
+            self.saved_at = done
+            save_last(trainer, self.path, f"every {self.every_n_batches} batches")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"saved_at": self.saved_at}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.saved_at = int(state_dict.get("saved_at", 0))
+
+
+# -------------------------------------------------------------------------------- non-finite guard
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the run stopped before saving that state."""
+
+
+class NonFiniteGuard(pl.Callback):
+    """Stop the run at the first batch whose loss terms are not all finite, with one message naming the term,
+    the phase and the batch.
+
+    Reads every ``train/...`` value the system logged this batch (``trainer.callback_metrics``) and, when the
+    system sets it, ``pl_module.last_loss_terms`` (name -> detached scalar); the phase is ``pl_module.phase``
+    as it stood when the batch started. Finite terms can still come with an update that made a weight
+    NaN/Inf (a NaN learning rate, an overflowing step), so the trainable weights are checked too (one fused
+    max-abs). It runs before the checkpoint callbacks and raises, so a diverged state never reaches
+    ``last.ckpt``; under DDP all ranks agree before stopping.
+    """
+
+    def __init__(self, last_checkpoint: str | Path | None = None):
+        self.last_checkpoint = Path(last_checkpoint) if last_checkpoint else None
+        self._phase: str | None = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        phase = getattr(pl_module, "phase", None)
+        self._phase = None if phase is None else str(phase)
+
+    @staticmethod
+    def terms(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
+        found = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        for name, value in (getattr(pl_module, "last_loss_terms", None) or {}).items():
+            found[f"last_loss_terms[{name!r}]"] = value
+        return {k: torch.as_tensor(v).detach() for k, v in found.items()}
+
+    @staticmethod
+    def bad_weight(pl_module: pl.LightningModule) -> str | None:
+        """The first trainable parameter holding a NaN/Inf (max |w| over all of them in one fused call)."""
+        named = [(n, p.detach()) for n, p in pl_module.named_parameters() if p.requires_grad]
+        if not named:
+            return None
+        peaks = torch.stack(torch._foreach_norm([p for _, p in named], float("inf")))
+        if bool(torch.isfinite(peaks).all()):
+            return None
+        return next(n for (n, _), peak in zip(named, peaks) if not torch.isfinite(peak))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        terms = self.terms(trainer, pl_module)
+        finite = {k: bool(torch.isfinite(v).all()) for k, v in terms.items()}
+        bad = [k for k, ok in finite.items() if not ok]
+        weight = None if bad else self.bad_weight(pl_module)  # this batch's update may have diverged
+        if not trainer.strategy.reduce_boolean_decision(bool(bad) or weight is not None, all=False):
+            return
+        batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+        where = f"batch {batches} (epoch {trainer.current_epoch}, batch_idx {batch_idx}, "
+        where += f"global_step {trainer.global_step})"
+        phase = f"phase {self._phase!r}" if self._phase is not None else "no phases"
+        kept = ""
+        if self.last_checkpoint is not None:
+            kept = (
+                f" The last good checkpoint, {self.last_checkpoint}, was not overwritten."
+                if self.last_checkpoint.is_file()
+                else " No checkpoint had been written yet."
+            )
+        if not bad and weight is None:
+            raise NonFiniteLossError(f"a loss term or weight became non-finite on another process at {where}.{kept}")
+        if not bad:
+            raise NonFiniteLossError(
+                f"non-finite weight {weight} after the update of {where}, {phase} (the loss terms were finite).{kept}"
+            )
+        bad.sort(key=lambda k: (k.endswith("/total") or k.endswith("loss"), k))  # name a term, not the sum
+        first = bad[0]
+        flat = terms[first].float().reshape(-1)
+        value = float(flat[~torch.isfinite(flat)][0])
+        others = f"; also non-finite: {', '.join(bad[1:])}" if len(bad) > 1 else ""
+        raise NonFiniteLossError(
+            f"non-finite loss term {first} = {'nan' if math.isnan(value) else value} in {phase} at {where}"
+            f"{others}.{kept}"
+        )
+
+
+# -------------------------------------------------------------------------------------------- SLURM
+class Preempted(Exception):
+    """The run saved a checkpoint on SLURM's requeue signal and stopped; the requeued job resumes it."""
+
+
+class SlurmRequeue(BatchStartCheckpoint):
+    """On ``signum`` (SLURM's ``--signal=USR1@<seconds>``), save ``path`` before the next batch, ask
+    ``scontrol requeue <job>`` for a new allocation and stop.
+
+    Lightning's own handler saves from inside the signal handler, in the middle of a step; waiting for the
+    batch boundary makes the saved state one an uninterrupted run passes through, so the requeued job
+    resumes exactly. All ranks agree on the batch at which they stop.
+    """
+
+    def __init__(self, path: str | Path, signum: int = signal.SIGUSR1):
+        self.path = Path(path)
+        self.signum = signum
+        self.received = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        signal.signal(self.signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.received = True
+
+    @staticmethod
+    def job_id() -> str:
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID", "")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received, all=False):
+            return
+        save_last(trainer, self.path, f"signal {signal.Signals(self.signum).name}")
+        requeued = ""
+        if trainer.is_global_zero:
+            job = self.job_id()
+            try:
+                done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+                requeued = f"; scontrol requeue {job}: " + ("ok" if done.returncode == 0 else done.stderr.strip())
+            except FileNotFoundError:
+                requeued = "; scontrol not found, not requeued (resume with run.ckpt_path=last)"
+            print(f"preempted{requeued}", file=sys.stderr, flush=True)
+        raise Preempted(f"saved {self.path} on signal {self.signum}{requeued}")

@@ -13,6 +13,7 @@ a value of the wrong type stops before anything is built, with a message naming 
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import importlib
 import inspect
@@ -45,6 +46,7 @@ class RunSettings:
     monitor: Optional[str] = None  # metric for the "best" checkpoint, e.g. val/pixel_acc
     monitor_mode: str = "max"
     save_every_n_steps: int = 0  # extra periodic checkpoints (0: last + best only)
+    checkpoint_every_n_steps: int = 0  # also rewrite last.ckpt every N training batches (0: at validation only)
     sample_every_n_steps: int = 200  # fixed-seed sample grids
     num_sample_images: int = 8
     dry_run: bool = False  # print the resolved config, build everything, do not fit
@@ -155,7 +157,46 @@ def validate_trainer_section(section: DictConfig) -> DictConfig:
     unknown = [k for k in section if k not in valid]
     if unknown:
         raise ConfigError(f"unknown key trainer.{unknown[0]}; valid keys of trainer: {', '.join(sorted(valid))}")
+    try:
+        hints = typing.get_type_hints(pl.Trainer.__init__)
+    except Exception:  # an annotation that cannot be resolved: keys are still checked
+        hints = {}
+    for key, value in section.items():
+        value = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+        if key in hints and not _accepts(hints[key], value):
+            raise ConfigError(f"wrong type for trainer.{key}: {value!r} is not {_describe(hints[key])}")
     return section
+
+
+def _accepts(annotation: Any, value: Any) -> bool:
+    """Whether a plain YAML value fits a Trainer annotation (objects such as strategies are not checked)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_accepts(a, value) for a in args)
+    if origin is typing.Literal:
+        return value in args and type(value) in {type(a) for a in args}
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple, typing.Sequence, collections.abc.Sequence) or annotation in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin in (dict, typing.Dict, collections.abc.Mapping) or annotation is dict:
+        return isinstance(value, dict)
+    return not isinstance(value, (bool, int, float)) or not inspect.isclass(annotation)  # an object: not checked
+
+
+def _describe(annotation: Any) -> str:
+    text = annotation.__name__ if inspect.isclass(annotation) else str(annotation).replace("typing.", "")
+    return text if len(text) < 160 else text[:157] + "..."
 
 
 # ----------------------------------------------------------------------------------------- composing

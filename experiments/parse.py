@@ -26,6 +26,7 @@ DATASET_CLASSES = {"celebamaskhq": 19, "helen": 11, "celeba": None}
 
 
 def load_parser(checkpoint: str | None, bisenet: str | None, device: str) -> torch.nn.Module:
+    from portrait_models.checkpoints import load_module
     from portrait_models.parsing import FaceParser
 
     if bool(checkpoint) == bool(bisenet):
@@ -33,9 +34,7 @@ def load_parser(checkpoint: str | None, bisenet: str | None, device: str) -> tor
     if bisenet:
         parser = FaceParser.from_bisenet_checkpoint(bisenet)
     else:
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"parser checkpoint not found: {checkpoint}")
-        parser = FaceParser.load_from_checkpoint(checkpoint, map_location=device)
+        parser = load_module(FaceParser, checkpoint, map_location=device)  # CheckpointError: a ValueError
     return parser.to(device).eval()
 
 

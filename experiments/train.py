@@ -9,6 +9,7 @@ experiment's ``smoke`` overrides and trains for two steps (what ``make smoke`` a
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import re
 import subprocess
@@ -20,15 +21,27 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.callbacks import EpochSeed, SampleGrid
+from experiments.callbacks import (
+    AtomicCheckpointIO,
+    EpochSeed,
+    NonFiniteGuard,
+    NonFiniteLossError,
+    PeriodicCheckpoint,
+    Preempted,
+    SampleGrid,
+    SlurmRequeue,
+)
 from experiments.config import ConfigError, available_experiments, compose, instantiate
 from experiments.sweep import wandb_logged_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RUN_DIR_ENV = "PORTRAIT_GANS_RUN_DIR"  # rank 0's run directory, inherited by the DDP processes it launches
 SMOKE_OVERRIDES = [
     "trainer.accelerator=cpu",
     "trainer.devices=1",
@@ -52,6 +65,7 @@ class TrainResult:
     trainer: pl.Trainer
     module: pl.LightningModule
     datamodule: pl.LightningDataModule
+    preempted: bool = False  # stopped on SLURM's requeue signal after saving last.ckpt
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -103,11 +117,69 @@ def find_last_checkpoint(out_dir: Path, experiment: str) -> Path:
     return candidates[-1]
 
 
-def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
+def slurm_job_id() -> str | None:
+    """The SLURM job (``<array job>_<task>`` for array tasks) when running under SLURM's batch system."""
+    if not SLURMEnvironment.detect():
+        return None
+    array = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID")
+
+
+class ResumedCSVLogger(CSVLogger):
+    """A CSV logger that keeps an earlier ``metrics.csv`` of the same run (Lightning's writer deletes it).
+
+    The earlier rows are written back at once, so a run killed again before logging keeps them; when the
+    resumed run logs its first row, at step ``s``, earlier rows from ``s`` on (logged after the checkpoint
+    it resumed from, and about to be redone) are dropped.
+    """
+
+    def __init__(self, *args: Any, history: list[dict[str, Any]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._history: list[dict[str, Any]] | None = history
+        if history and rank_zero_only.rank == 0:
+            self.experiment.metrics.extend(history)
+            self.experiment.save()
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        if self._history and step is not None and any(row["step"] >= step for row in self._history):
+            writer = self.experiment
+            kept = [row for row in self._history if row["step"] < step]
+            keys = sorted(set().union(*kept)) if kept else writer.metrics_keys
+            tmp = Path(writer.metrics_file_path + ".tmp")
+            with open(tmp, "w", newline="") as f:
+                out = csv.DictWriter(f, fieldnames=keys)
+                out.writeheader()
+                out.writerows(kept)
+            os.replace(tmp, writer.metrics_file_path)
+            writer.metrics_keys = list(keys)
+        self._history = None
+        super().log_metrics(metrics, step)
+
+
+def csv_history(metrics_csv: Path) -> list[dict[str, Any]]:
+    """Rows of an earlier ``metrics.csv``; a row cut short by a killed process is dropped."""
+    if not metrics_csv.is_file():
+        return []
+    rows = []
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            if None in row or None in row.values() or not row.get("step", "").isdigit():
+                continue
+            rows.append({k: (float(v) if k != "step" else int(v)) for k, v in row.items() if v != ""})
+    return rows
+
+
+def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str, resuming: bool = False) -> list[Logger]:
     kind = cfg.logger.kind
     if kind == "none":
         return []
-    loggers: list[Logger] = [CSVLogger(save_dir=str(run_dir), name="csv", version="")]
+    metrics_csv = run_dir / "csv" / "metrics.csv"
+    history = csv_history(metrics_csv) if resuming and rank_zero_only.rank == 0 else []
+    # flushed at every logged step: what is on disk always reaches the last checkpoint
+    loggers: list[Logger] = [
+        ResumedCSVLogger(save_dir=str(run_dir), name="csv", version="", flush_logs_every_n_steps=1, history=history)
+    ]
     if kind == "wandb":
         mode = wandb_mode(cfg.logger.mode)
         id_file = run_dir / "wandb_id.txt"
@@ -124,15 +196,17 @@ def make_loggers(cfg: DictConfig, run_dir: Path, run_name: str) -> list[Logger]:
             tags=list(cfg.logger.tags),
             log_model=cfg.logger.log_model,
         )
-        if mode != "disabled":
-            id_file.write_text(logger.experiment.id)
+        if mode != "disabled" and rank_zero_only.rank == 0:
+            id_file.write_text(logger.experiment.id)  # a resumed run continues this wandb run
         loggers.insert(0, logger)
     return loggers
 
 
 def make_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
     run = cfg.run
+    last = run_dir / "checkpoints" / "last.ckpt"
     callbacks: list[pl.Callback] = [
+        NonFiniteGuard(last),  # first: a diverged batch stops the run before any checkpoint callback runs
         # last.ckpt: rewritten at every validation / epoch end, what run.ckpt_path=last resumes from
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False),
         SampleGrid(run_dir / "samples", every_n_steps=run.sample_every_n_steps, num_images=run.num_sample_images),
@@ -147,6 +221,10 @@ def make_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
             ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=run.monitor,
                             mode=run.monitor_mode, save_top_k=1, enable_version_counter=False)
         )  # fmt: skip
+    if run.checkpoint_every_n_steps:
+        callbacks.append(PeriodicCheckpoint(last, run.checkpoint_every_n_steps))
+    if slurm_job_id() is not None:
+        callbacks.append(SlurmRequeue(last))
     if run.deterministic_epochs:
         callbacks.append(EpochSeed(run.seed))
     for section in (cfg.get("callbacks") or {}).values():
@@ -169,9 +247,20 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
     out_dir = Path(run.out_dir)
     described = "" if smoke else describe(overrides)
     run_name = "-".join(s for s in (experiment, described, run.tag) if s)
-    if run.ckpt_path == "last":
+    job = slurm_job_id()
+    if os.environ.get(RUN_DIR_ENV) and int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        run_dir = Path(os.environ[RUN_DIR_ENV])  # a DDP process launched by rank 0: rank 0's run
+        ckpt_path = find_last_checkpoint(out_dir, experiment) if run.ckpt_path == "last" else None
+        if run.ckpt_path not in (None, "last"):
+            ckpt_path = Path(run.ckpt_path)
+    elif run.ckpt_path == "last":
         ckpt_path = find_last_checkpoint(out_dir, experiment)
         run_dir = ckpt_path.parent.parent  # continue in the run's own directory
+    elif job is not None and run.ckpt_path is None:
+        # one directory per SLURM job, the same on every rank and for every requeue of the job
+        run_dir = out_dir / experiment / "-".join(s for s in (f"slurm{job}", described, run.tag) if s)
+        last = run_dir / "checkpoints" / "last.ckpt"
+        ckpt_path = last if last.is_file() else None  # a requeued job resumes where it was preempted
     else:
         ckpt_path = Path(run.ckpt_path) if run.ckpt_path else None
         if ckpt_path is not None and not ckpt_path.is_file():
@@ -189,13 +278,19 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
     pl.seed_everything(run.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
     module = instantiate(cfg.model)
-    loggers = make_loggers(cfg, run_dir, run_name) if not run.dry_run else []
+    if ckpt_path is not None:
+        check_checkpoint(ckpt_path)
+    loggers = make_loggers(cfg, run_dir, run_name, resuming=ckpt_path is not None) if not run.dry_run else []
     trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
+    plugins: list[Any] = [AtomicCheckpointIO()]
+    if job is not None:  # ranks and nodes from SLURM; the requeue signal is handled by SlurmRequeue
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = pl.Trainer(
         **trainer_kwargs,
         default_root_dir=str(run_dir),
         logger=loggers or False,
         callbacks=make_callbacks(cfg, run_dir),
+        plugins=plugins,
     )
     for logger in loggers:
         logger.log_hyperparams(
@@ -205,9 +300,25 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
     if run.dry_run:
         print(f"dry run: built {type(datamodule).__name__}, {type(module).__name__} and the Trainer; not fitting")
         return result
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+    except Preempted as stop:
+        print(f"preempted: {stop}; the requeued job resumes from it", file=sys.stderr)
+        result.preempted = True
     print(f"run directory: {run_dir}")
     return result
+
+
+def check_checkpoint(ckpt_path: Path) -> None:
+    """A ConfigError, not a traceback from inside Lightning, for a resume file that is not a checkpoint."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ConfigError(f"run.ckpt_path: {ckpt_path} is not a readable Lightning checkpoint ({first})") from None
+    if not isinstance(ckpt, dict) or "loops" not in ckpt:
+        raise ConfigError(f"run.ckpt_path: {ckpt_path} holds no training state (not a Lightning training checkpoint)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as err:
+        print(f"diverged: {err}", file=sys.stderr)
+        return 3
     return 0
 
 

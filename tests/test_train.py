@@ -90,3 +90,36 @@ def test_offline_wandb_run_holds_image_grids(tmp_path, monkeypatch):
     images = list(offline[0].glob("files/media/images/samples_*.png"))
     assert images, "the sample grid should be logged to the offline wandb run as a PNG"
     assert (result.run_dir / "wandb_id.txt").read_text().strip() in offline[0].name
+
+
+def test_exploding_learning_rate_stops_the_run_before_the_diverged_state_is_saved(tmp_path):
+    """A real divergence through the config: lr=1e30 turns the first update's weights huge, batch 2's loss NaN."""
+    from experiments.callbacks import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss term train/loss = nan in no phases at batch 2 "):
+        train(EXP, tiny(tmp_path, "trainer.max_steps=4", "model.lr=1e30", "run.checkpoint_every_n_steps=1"))
+    (ckpt,) = tmp_path.glob("*/*/checkpoints/last.ckpt")
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert saved["CelebAMaskHQDataModule"]["train_position"] == [0, 1]  # the state after batch 1, not batch 2
+
+
+def test_guard_names_a_non_finite_weight():
+    from experiments.callbacks import NonFiniteGuard
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    assert NonFiniteGuard.bad_weight(net) is None
+    with torch.no_grad():
+        net[1].bias[0] = float("inf")
+    assert NonFiniteGuard.bad_weight(net) == "1.bias"
+
+
+def test_wandb_run_continues_under_its_id_after_resume(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    first = train(EXP, tiny(tmp_path, "trainer.max_steps=2", "logger=wandb"))
+    run_id = (first.run_dir / "wandb_id.txt").read_text().strip()
+    __import__("wandb").finish()  # as when the first process ends
+    resumed = train(EXP, tiny(tmp_path, "trainer.max_steps=4", "logger=wandb", "run.ckpt_path=last"))
+    assert resumed.run_dir == first.run_dir
+    assert (resumed.run_dir / "wandb_id.txt").read_text().strip() == run_id
+    runs = sorted(p.name for p in (first.run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)

@@ -24,6 +24,7 @@ import torch
 
 def load_maskgan(checkpoint: str | Path, device: str = "cpu"):
     """A MaskGAN system from a Lightning checkpoint, or one holding the converted official generator."""
+    from portrait_models.checkpoints import load_module
     from portrait_models.maskgan.convert import load_official_generator
     from portrait_models.maskgan.module import MaskGAN
 
@@ -31,7 +32,7 @@ def load_maskgan(checkpoint: str | Path, device: str = "cpu"):
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     if checkpoint.suffix == ".ckpt":
-        model = MaskGAN.load_from_checkpoint(checkpoint, map_location=device, vgg_pretrained=False)
+        model = load_module(MaskGAN, checkpoint, map_location=device, vgg_pretrained=False)
     else:
         model = MaskGAN(ebst=False, vgg_pretrained=False)
         model.dmn_ema.averaged.load_state_dict(load_official_generator(checkpoint).state_dict())

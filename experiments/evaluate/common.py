@@ -155,10 +155,11 @@ def load_parser(
     """A frozen :class:`FaceParser` with ``num_classes`` outputs from a Lightning checkpoint (``--parser``)."""
     if path is None:
         return Unavailable(f"needs --parser (a {num_classes}-class FaceParser .ckpt)")
+    from portrait_models.checkpoints import load_module
     from portrait_models.parsing import FaceParser
 
     path = existing_file(path, "parser checkpoint")
-    parser = FaceParser.load_from_checkpoint(path, map_location=device)
+    parser = load_module(FaceParser, path, map_location=device)  # CheckpointError names a foreign file
     if parser.hparams.num_classes != num_classes:
         raise ValueError(
             f"{path}: the parser predicts {parser.hparams.num_classes} classes; this protocol's segmentation "
@@ -175,11 +176,12 @@ def load_attribute_classifier(path: str | Path | None, device: str | torch.devic
     """
     if path is None:
         return Unavailable("needs --attr-classifier")
+    from portrait_models.checkpoints import load_module
     from portrait_models.classifiers.attributes import AttributeClassifier
 
     path = existing_file(path, "attribute classifier checkpoint")
     # The checkpoint restores every weight: no ImageNet file is needed to rebuild the trunk.
-    model = AttributeClassifier.load_from_checkpoint(path, map_location=device, pretrained_backbone=False)
+    model = load_module(AttributeClassifier, path, map_location=device, pretrained_backbone=False)
     if model.image_size is None:
         raise ValueError(
             f"{path}: the attribute classifier was never trained (its checkpoint records no training "
