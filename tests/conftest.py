@@ -55,4 +55,14 @@ def synthetic_parser():
         enable_progress_bar=False, enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(parser, loader)
-    return parser.eval().requires_grad_(False)
+    parser.eval().requires_grad_(False)
+    # The judge is only as good as its own accuracy: on 64 held-out faces it must find the true mask more often
+    # than the per-pixel majority mask of its training faces does (measured: 0.846 vs 0.794, one thread).
+    held_out, held_out_labels = synthetic_tensors(10_000, 64, 64)
+    with torch.no_grad():
+        accuracy = (parser(held_out).argmax(1) == held_out_labels).float().mean().item()
+    majority = torch.nn.functional.one_hot(labels, 19).sum(0).argmax(-1)
+    majority_accuracy = (majority == held_out_labels).float().mean().item()
+    assert accuracy >= 0.83 and accuracy >= majority_accuracy + 0.04, (accuracy, majority_accuracy)
+    parser.held_out_accuracy = accuracy  # what the judge itself scores on real faces, for the tests' bounds
+    return parser

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import synthetic_tensors
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from datamodules.labels import CLASS_INDEX
@@ -174,43 +175,91 @@ def parse_accuracy(parser, images, labels, region=None):
     return hits[region].float().mean().item() if region is not None else hits.float().mean().item()
 
 
+# The DMN of the synthetic demo's scaling rule (experiments/configs/maskgan_synthetic_64.yaml): the paper's 32x32
+# bottleneck (one downsampling at 64²), narrower; no ImageNet VGG19 here, so a pixel L1 term carries
+# reconstruction.
+DMN = dict(
+    image_size=64, ngf=8, n_downsample=1, n_blocks=2, style_channels=8, style_downsample=3, ndf=8,
+    vgg_pretrained=False, vgg_layers=2, lr_decay=False, ebst=False, lambda_l1=10.0, ema_halflife_kimg=0.1,
+    reuse_real_features=True,
+)  # fmt: skip
+DMN_STEPS = 400
+
+
 @pytest.fixture(scope="module")
 def trained(synthetic_parser):
     pl.seed_everything(0, verbose=False)
     images, labels = synthetic_tensors(0, 128, 64)
     test_images, test_labels = synthetic_tensors(20_000, 16, 64)
-    # the synthetic-world setting: no ImageNet VGG19 here, so a pixel L1 term (lambda_l1) carries reconstruction
-    model = MaskGAN(**TINY, ebst=False, dmn_steps=400, lambda_l1=10.0, ema_halflife_kimg=0.1)
-    model.eval()
-    with torch.no_grad():
-        before = model.metric_samples({"image": test_images, "label": test_labels})["fake"]
+    model = MaskGAN(**DMN, dmn_steps=DMN_STEPS)
     fit(model, loader(images, labels))
     model.eval()
     with torch.no_grad():
         after = model.metric_samples({"image": test_images, "label": test_labels})["fake"]
-    return model, synthetic_parser, test_images, test_labels, before, after
+    return model, synthetic_parser, (images, labels), (test_images, test_labels), after
 
 
-def test_dmn_learns_to_render_masks(trained):
-    model, parser, images, labels, before, after = trained
-    l1_before, l1_after = F.l1_loss(before, images).item(), F.l1_loss(after, images).item()
-    acc_before, acc_after = parse_accuracy(parser, before, labels), parse_accuracy(parser, after, labels)
-    print(f"L1 {l1_before:.3f} -> {l1_after:.3f}; parser finds the target mask {acc_before:.3f} -> {acc_after:.3f}")
-    # measured: L1 0.428 -> 0.383, parser agreement 0.335 -> 0.418 (deterministic: one thread, fixed seeds)
-    assert l1_after < 0.92 * l1_before, (l1_before, l1_after)
-    assert acc_after > acc_before + 0.05, (acc_before, acc_after)
+# Known failure, kept strict so it turns red the day it passes: measured (one thread, fixed seeds) held-out L1
+# 0.365 against the mean face's 0.354 and a constant grey's 0.389; the judge parser finds the target mask in the
+# generated faces on 0.775 of the pixels, in the real faces on 0.853, the per-pixel majority mask agrees on 0.823.
+# This 400-batch, ngf-8 DMN has not learned more than the average face; a budget that beats it is open work.
+BASELINE_GAP = "the fast-test DMN (400 batches, ngf 8) does not yet beat the mean face or the majority mask"
+
+
+@pytest.mark.xfail(strict=True, reason=BASELINE_GAP)
+def test_dmn_beats_the_input_ignoring_baselines(trained):
+    model, parser, (train_images, train_labels), (images, labels), after = trained
+    l1 = F.l1_loss(after, images).item()
+    mean_face_l1 = F.l1_loss(train_images.mean(0, keepdim=True).expand_as(images), images).item()
+    grey_l1 = images.abs().mean().item()  # a constant grey (0 in [-1, 1]) output
+    agreement = parse_accuracy(parser, after, labels)
+    real_agreement = parse_accuracy(parser, images, labels)
+    majority_agreement = (majority_mask(train_labels) == labels).float().mean().item()
+    print(
+        f"held-out L1 {l1:.3f} (mean face {mean_face_l1:.3f}, grey {grey_l1:.3f}); the parser finds the target mask "
+        f"in generated faces {agreement:.3f}, in real ones {real_agreement:.3f}, majority mask {majority_agreement:.3f}"
+    )
+    # measured (one thread, fixed seeds): see the README's MaskGAN section
+    assert l1 < 0.8 * min(mean_face_l1, grey_l1), (l1, mean_face_l1, grey_l1)
+    assert agreement > majority_agreement + 0.03, (agreement, majority_agreement)
+
+
+def _region_colour(images: Tensor, labels: Tensor, part: str) -> Tensor:
+    """(B, 3) mean colour of each image over its pixels of class ``part`` (NaN where it has none)."""
+    region = (labels == CLASS_INDEX[part]).unsqueeze(1).float()
+    return (images * region).sum((2, 3)) / region.sum((2, 3))
+
+
+@pytest.mark.xfail(strict=True, reason=f"{BASELINE_GAP}: hair colour is the source's in 7 of 12 pairs")
+def test_style_copy_takes_hair_and_skin_colour_from_the_source(trained):
+    model, _, _, (images, labels), _ = trained
+    sources = torch.arange(len(images)).roll(1)  # each face's mask in the style of another face
+    out = render(model, labels, images[sources], labels[sources])
+    for part in ("hair", "skin"):
+        produced = _region_colour(out, labels, part)
+        source = _region_colour(images[sources], labels[sources], part)
+        own = _region_colour(images, labels, part)  # what copying the target's own look would give
+        distinct = (source - own).norm(dim=1) > 0.3  # pairs whose two colours really differ
+        distinct &= ~produced.isnan().any(1) & ~source.isnan().any(1) & ~own.isnan().any(1)
+        to_source = (produced - source).norm(dim=1)[distinct]
+        to_own = (produced - own).norm(dim=1)[distinct]
+        print(f"{part}: {int(distinct.sum())} pairs; closer to the source in {(to_source < to_own).sum()}")
+        assert distinct.sum() >= 6, part
+        assert (to_source < to_own).float().mean() >= 0.8, (part, to_source, to_own)
+        assert to_source.mean() < 0.5 * to_own.mean(), (part, to_source.mean(), to_own.mean())
 
 
 def test_edit_follows_the_edited_mask(trained):
-    model, parser, images, labels, _, _ = trained
+    model, parser, _, (images, labels), _ = trained
     # attribute transfer: the mouth and lips of face i+1 into face i
     edited = transfer_parts(labels, labels.roll(1, 0))
     region = edited != labels
     assert region.sum() > 50
     out = render(model, edited, images, labels)
     follows_edit = parse_accuracy(parser, out, edited, region)
-    follows_original = parse_accuracy(parser, out, labels, region)
-    # measured: 0.414 of the edited pixels parse as the edited mask, 0.382 as the original one
+    follows_original = parse_accuracy(parser, out, labels, region)  # a model that ignored the edit
+    print(f"edited pixels parse as the edited mask {follows_edit:.3f}, as the original {follows_original:.3f}")
+    # measured: 0.417 of the edited pixels parse as the edited mask, 0.385 as the original one
     assert follows_edit > follows_original + 0.02, (follows_edit, follows_original)
     mouth = [CLASS_INDEX[p] for p in ("mouth", "u_lip", "l_lip")]
     assert torch.isin(edited[region], torch.tensor(mouth + [CLASS_INDEX["skin"]])).all()
