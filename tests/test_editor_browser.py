@@ -6,6 +6,7 @@ the session, on the synthetic face world. ``EDITOR_SCREENSHOTS=docs`` also write
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -84,6 +85,67 @@ def maskgan_checkpoint(workdir):
 
 
 @pytest.fixture(scope="session")
+def portraitgan_checkpoint(workdir):
+    """A 64² PortraitGAN trained for 80 batches of emotion pairs of 8 synthetic people."""
+    from datamodules import EmotionPairs
+    from datamodules.synthetic import MODALITIES, write_rafd
+    from portrait_models.portraitgan import PortraitGAN
+
+    path, done = cached("portraitgan.ckpt", workdir)
+    if done:
+        return path
+    import lightning.pytorch as pl
+
+    write_rafd(workdir / "rafd", 8, seed=0, image_size=SIZE, modalities=MODALITIES)
+    pairs = EmotionPairs(workdir / "rafd", "train", SIZE, False, modalities=MODALITIES, split_by="identity",
+                         test_fraction=0.25, partner="uniform")  # fmt: skip
+    pl.seed_everything(0, verbose=False)
+    model = PortraitGAN(image_size=SIZE, ngf=8, n_downsample=2, n_blocks=1, ndf=8, texture_pretrained=False,
+                        texture_layers=1, lr=5e-4, schedule_unit="batch", decay_start=1000, decay_length=1)  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", max_steps=2 * 80, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0)  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(pairs, batch_size=4, shuffle=True, drop_last=True))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def maggan_checkpoint(workdir):
+    """A 64² MagGAN trained for 120 generator steps on synthetic faces with their exact masks."""
+    import lightning.pytorch as pl
+
+    from datamodules.labels import EDIT_ATTRIBUTE_COLUMNS, label_to_onehot
+    from datamodules.synthetic import SyntheticFaceWorld
+    from portrait_models.maggan import MagGAN
+
+    path, done = cached("maggan.ckpt", workdir)
+    if done:
+        return path
+    world = SyntheticFaceWorld(0)
+    faces = [world.face(i, SIZE) for i in range(192)]
+    images = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1).float() / 127.5 - 1 for f in faces])
+    attributes = torch.from_numpy(np.stack([f.attributes[EDIT_ATTRIBUTE_COLUMNS] for f in faces])).float()
+    masks = label_to_onehot(torch.from_numpy(np.stack([f.label for f in faces])).long(), 19)
+    g = torch.Generator().manual_seed(0)
+    steps = 120
+    index = torch.randint(0, len(faces), (steps + 1, 8), generator=g)
+    batches = [{"image": images[i], "attributes": attributes[i], "soft_masks": masks[i]} for i in index]
+    pl.seed_everything(0, verbose=False)
+    model = MagGAN(image_size=SIZE, enc_dim=8, dec_dim=8, num_layers=4, max_dim=64, shortcut_layers=3,
+                   inject_layers=3, spade_hidden=16, d_level_size=64, dis_dim=8, dis_layers=4, dis_max_dim=64,
+                   dis_fc_dim=64, n_critic=1, lr=5e-4, max_g_steps=steps)  # fmt: skip
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
+                         limit_val_batches=0)  # fmt: skip
+    trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
 def face_files(workdir):
     """A synthetic face the models never saw, as an RGB PNG and a label PNG."""
     images, labels = synthetic_tensors(20_000, 1, SIZE)
@@ -94,10 +156,11 @@ def face_files(workdir):
 
 
 @pytest.fixture(scope="session")
-def server(workdir, maskgan_checkpoint):
+def server(workdir, maskgan_checkpoint, maggan_checkpoint, portraitgan_checkpoint):
     from experiments.editor import build_app, launch
 
-    app = build_app({"maskgan": str(maskgan_checkpoint)}, "cpu", workdir / "saved")
+    checkpoints = {"maskgan": maskgan_checkpoint, "maggan": maggan_checkpoint, "portraitgan": portraitgan_checkpoint}
+    app = build_app({k: str(v) for k, v in checkpoints.items()}, "cpu", workdir / "saved")
     url = launch(app, port=free_port(), block=False)
     yield url
     app.close()
@@ -216,7 +279,8 @@ def test_page_loads_nothing_remote(page, server):
     assert page.requests, "the page made no request at all"
     remote = [u for u in page.requests if not u.startswith((server.rstrip("/"), "blob:", "data:"))]
     assert not remote, remote[:5]
-    assert page.locator("button[role=tab]", has_text="MaskGAN").count() == 1
+    tabs = [t.strip() for t in page.locator("button[role=tab]").all_inner_texts()]
+    assert tabs == ["MaskGAN", "MagGAN", "PortraitGAN"], tabs  # Gu et al. has no tab yet
 
 
 def test_a_wrong_checkpoint_is_a_message_not_a_traceback(page, face_files, maskgan_checkpoint):
@@ -278,3 +342,82 @@ def test_maskgan_hair_stroke_across_the_forehead(page, face_files, workdir):
     inside, outside = change[painted].mean(), change[far].mean()
     print(f"mean |change| painted {inside:.1f}, away from the stroke {outside:.1f} (0-255 scale)")
     assert inside > 3 * outside + 1.0, (inside, outside)
+
+
+def test_portraitgan_lower_lip_drag_changes_the_mouth(page, workdir):
+    from datamodules.emotion import write_pts
+    from datamodules.labels import EMOTION_INDEX
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    face = SyntheticFaceWorld(0).render(50, EMOTION_INDEX["neutral"], 0, SIZE)  # not one of the 8 people trained on
+    Image.fromarray(face.image).save(workdir / "pg_face.png")
+    write_pts(workdir / "pg_face.pts", face.landmarks)
+    page.locator("button[role=tab]", has_text="PortraitGAN").click()
+    upload(page, "portraitgan-face", workdir / "pg_face.png")
+    upload(page, "portraitgan-landmarks", workdir / "pg_face.pts")
+    page.locator("#portraitgan-use").click()
+    wait_status(page, "portraitgan", f"Editing a {SIZE}² face")
+    page.locator("#portraitgan-render").click()
+    wait_status(page, "portraitgan", "moved up to 0.0 px")
+    before = result_image(page, "portraitgan")
+
+    lip = page.locator("#portraitgan-stage circle[data-i='57']")  # the middle of the outer lower lip
+    box = lip.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    stage_scale = 448 / SIZE
+    drop = 5 * stage_scale  # 5 model pixels down
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x, y + drop / 2, steps=4)
+    page.mouse.move(x, y + drop, steps=4)
+    page.mouse.up()
+    text = wait_status(page, "portraitgan", "moved up to 5.0 px")  # the drop re-rendered by itself
+    assert "photo" in text
+    after = result_image(page, "portraitgan")
+    screenshot(page, "portraitgan")
+
+    points = json.loads(page.locator("#portraitgan-points textarea, #portraitgan-points input").first.input_value())
+    moved = np.abs(np.asarray(points) - face.landmarks).max(1) > 0.5
+    assert np.flatnonzero(moved).tolist() == [57]
+    # the mouth box (the lip landmarks, before and after the drag, with a margin) changes far more than the rest
+    lips = np.concatenate([face.landmarks[48:68], np.asarray(points)[48:68]])
+    (x0, y0), (x1, y1) = lips.min(0) - 2, lips.max(0) + 2
+    mouth = np.zeros((SIZE, SIZE), bool)
+    mouth[int(y0) : int(np.ceil(y1)) + 1, int(x0) : int(np.ceil(x1)) + 1] = True
+    change = np.abs(after - before).mean(-1)
+    inside, outside = change[mouth].mean(), change[~mouth].mean()
+    print(f"PortraitGAN lower-lip drag: mean |change| mouth box {inside:.1f}, elsewhere {outside:.1f}")
+    assert inside > 3 * outside + 1.0, (inside, outside)
+
+
+def test_maggan_blond_slider_changes_the_hair(page, workdir):
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    face = SyntheticFaceWorld(0).face(20_001, image_size=SIZE)  # not a training face
+    Image.fromarray(face.image).save(workdir / "mg_face.png")
+    Image.fromarray(face.label.astype(np.uint8)).save(workdir / "mg_label.png")
+    page.locator("button[role=tab]", has_text="MagGAN").click()
+    upload(page, "maggan-face", workdir / "mg_face.png")
+    upload(page, "maggan-mask", workdir / "mg_label.png")
+    page.locator("#maggan-use").click()
+    wait_status(page, "maggan", f"Editing a {SIZE}² face")
+    page.locator("#maggan-render").click()
+    wait_status(page, "maggan", "no attribute changed")
+    before = result_image(page, "maggan")
+
+    slider = page.locator("#maggan-att-blond_hair input[type=range]")
+    source = float(slider.input_value())
+    box = slider.bounding_box()
+    target_x = box["x"] + (2 if source > 0.5 else box["width"] - 2)  # to the other end of the slider
+    page.mouse.click(target_x, box["y"] + box["height"] / 2)
+    text = wait_status(page, "maggan", "Blond_Hair")
+    assert "Blond_Hair" in text
+    after = result_image(page, "maggan")
+    screenshot(page, "maggan")
+
+    hair = face.label == CLASS_INDEX["hair"]
+    assert hair.sum() > 100
+    change = np.abs(after - before).mean(-1)
+    inside, outside = change[hair].mean(), change[~hair].mean()
+    print(f"MagGAN Blond_Hair {source:g} -> {1 - round(source):g}: mean |change| hair {inside:.1f}, rest {outside:.1f}")
+    assert inside > 2 * outside + 1.0, (inside, outside)

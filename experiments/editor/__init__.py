@@ -23,6 +23,8 @@ from types import ModuleType
 
 TABS: dict[str, str] = {
     "maskgan": "experiments.editor.maskgan",
+    "maggan": "experiments.editor.maggan",
+    "portraitgan": "experiments.editor.portraitgan",
 }
 
 

@@ -174,3 +174,35 @@ def save_edit(out_dir: Path, stem: str, result: np.ndarray, label: np.ndarray) -
     Image.fromarray(label.astype(np.uint8)).save(paths[1])
     Image.fromarray(label_to_color(label)).save(paths[2])
     return paths
+
+
+def require_model(spec: TabSpec, cache: ModelCache, path: str | None) -> Any:
+    """The model for a handler; a :class:`PageMessage` (shown as it is) when it cannot be had."""
+    model, status = load_message(spec, cache, path)
+    if model is None:
+        raise PageMessage(status)
+    return model
+
+
+class PageMessage(Exception):
+    """A message for the status line of a tab, shown as it is."""
+
+
+def guarded(outputs: int, what: str):
+    """Decorate an event handler whose last output is the status line: on failure the other ``outputs`` stay
+    as they are and the status says what went wrong (one line, never a traceback)."""
+    import gradio as gr
+
+    def wrap(fn):
+        def run(*args):
+            try:
+                return fn(*args)
+            except PageMessage as err:
+                message = str(err)
+            except Exception as err:  # whatever a loader or a model raises must become a page message
+                message = error_message(err, what)
+            return (*([gr.skip()] * outputs), message) if outputs else message  # one output: not a tuple
+
+        return run
+
+    return wrap

@@ -21,14 +21,16 @@ from experiments.editor.common import (
     CANVAS,
     LEGEND_CSS,
     ModelCache,
+    PageMessage,
     TabSpec,
     canvas_to_label,
     canvas_value,
     enlarge,
-    error_message,
+    guarded,
     legend_html,
     load_message,
     palette_hex,
+    require_model,
     save_edit,
     tensor_to_uint8,
     uint8_to_tensor,
@@ -77,29 +79,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     models, parsers = ModelCache(load_model, device), ModelCache(load_parser, device)
     _, first_status = load_message(SPEC, models, checkpoint)
-
-    def model_or_raise(path: str | None):
-        model, status = load_message(SPEC, models, path)
-        if model is None:
-            raise LookupError(status)
-        return model
-
-    def guarded(outputs: int, what: str):
-        """Run a handler; on failure leave its outputs as they are and put one message in the status line."""
-
-        def wrap(fn):
-            def run(*args):
-                try:
-                    return fn(*args)
-                except LookupError as err:  # already a page message
-                    message = str(err)
-                except Exception as err:  # never a traceback in the page
-                    message = error_message(err, what)
-                return (*([gr.skip()] * outputs), message) if outputs else message  # one output: no tuple
-
-            return run
-
-        return wrap
 
     with gr.Tab(SPEC.title, id="maskgan"):
         gr.Markdown(
@@ -160,17 +139,17 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(2, "Loading the synthetic face")
     def on_example(path, index):
-        model = model_or_raise(path)
+        model = require_model(SPEC, models, path)
         image, label = synthetic_face(int(index or 0), model.hparams.image_size)
         return str(image), str(label), f"Synthetic face {int(index or 0)}: press **Edit this face**."
 
     @guarded(4, "Reading the face")
     def on_use(path, face_path, mask_path, parser_path):
-        model = model_or_raise(path)
+        model = require_model(SPEC, models, path)
         size = model.hparams.image_size
         face_path, mask_path = file_path(face_path), file_path(mask_path)
         if face_path is None:
-            raise LookupError("Load a face image first (upload one, or **Load a synthetic face**).")
+            raise PageMessage("Load a face image first (upload one, or **Load a synthetic face**).")
         image = editing.read_image(face_path, size)
         if mask_path is not None:
             label = editing.read_mask(mask_path, size)
@@ -181,7 +160,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                 label = parser(image.to(device)).argmax(1).cpu()
             source = f"parsed by {parser_path}"
         else:
-            raise LookupError("Give the face's mask (a label or colour PNG) or a face-parser checkpoint to parse it.")
+            raise PageMessage("Give the face's mask (a label or colour PNG) or a face-parser checkpoint to parse it.")
         label_np = label[0].numpy()
         face_state = {"image": tensor_to_uint8(image), "label": label_np}
         return (
@@ -194,15 +173,15 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(3, "Rendering")
     def on_render(path, face_state, value, style_path, style_mask_path):
-        model = model_or_raise(path)
+        model = require_model(SPEC, models, path)
         if not face_state:
-            raise LookupError("Load a face first (**Edit this face**).")
+            raise PageMessage("Load a face first (**Edit this face**).")
         size = model.hparams.image_size
         target = torch.from_numpy(canvas_to_label(value, size)).unsqueeze(0)
         style_path, style_mask_path = file_path(style_path), file_path(style_mask_path)
         if style_path is not None:
             if style_mask_path is None:
-                raise LookupError("Style copy needs the style face's own mask too.")
+                raise PageMessage("Style copy needs the style face's own mask too.")
             style_image, style_label = editing.read_image(style_path, size), editing.read_mask(style_mask_path, size)
             style = f"style of {Path(style_path).name}"
         else:
@@ -220,19 +199,19 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(1, "Resetting the mask")
     def on_reset(face_state):
         if not face_state:
-            raise LookupError("Load a face first (**Edit this face**).")
+            raise PageMessage("Load a face first (**Edit this face**).")
         return canvas_value(face_state["label"]), "Mask reset to the face's own mask."
 
     @guarded(1, "Attribute transfer")
     def on_transfer(path, face_state, value, donor_path, chosen):
-        model = model_or_raise(path)
+        model = require_model(SPEC, models, path)
         size = model.hparams.image_size
         if not face_state:
-            raise LookupError("Load a face first (**Edit this face**).")
+            raise PageMessage("Load a face first (**Edit this face**).")
         if file_path(donor_path) is None:
-            raise LookupError("Give a donor mask for the attribute transfer.")
+            raise PageMessage("Give a donor mask for the attribute transfer.")
         if not chosen:
-            raise LookupError("Pick at least one part to transfer.")
+            raise PageMessage("Pick at least one part to transfer.")
         current = torch.from_numpy(canvas_to_label(value, size)).unsqueeze(0)
         donor = editing.read_mask(file_path(donor_path), size)
         edited = editing.transfer_parts(current, donor, tuple(chosen))
@@ -241,7 +220,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(1, "Saving")
     def on_save(face_state):
         if not face_state or "result" not in face_state:
-            raise LookupError("Nothing rendered yet: press **Render** first.")
+            raise PageMessage("Nothing rendered yet: press **Render** first.")
         stem = time.strftime("maskgan_%Y%m%d-%H%M%S")
         paths = save_edit(out_dir, stem, face_state["result"], face_state["edited"])
         return [str(p) for p in paths], f"Saved {', '.join(f'`{p}`' for p in paths)}."
