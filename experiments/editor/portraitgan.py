@@ -140,8 +140,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             modality = gr.Dropdown(list(editing.DEFAULT_MODALITY_NAMES), value="photo", label="Modality",
                                    elem_id="portraitgan-modality")  # fmt: skip
             edit_name = gr.Dropdown(list(NAMED_EDITS), value="mouth_open", label="Named edit")
-            amount = gr.Number(label="amount (px for mouth_open, fraction for face_slim; empty: default)",
-                               value=None)  # fmt: skip
+            amount = gr.Number(label="amount (0: default, S/16 px for mouth_open, 0.1 for face_slim)", value=0)
             edit_btn = gr.Button("Apply edit", elem_id="portraitgan-edit")
         with gr.Row():
             set_a = gr.Button("Remember as expression A", elem_id="portraitgan-set-a")
@@ -212,7 +211,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         if not face_state:
             raise PageMessage("Load a face first (**Edit this face**).")
         size = model.hparams.image_size
-        points = apply_named_edit(parse_points(text), name, None if value in (None, "") else float(value), size)
+        points = apply_named_edit(parse_points(text), name, float(value) if value else None, size)
         return stage_html(face_state["image"], points, size), points_text(points), f"Applied {name}: rendering."
 
     def remember(which):
