@@ -138,3 +138,15 @@ def test_feature_matching_sum_weighting_uses_the_four_intermediate_maps_with_wei
     real = [[torch.zeros(1, 1, 2, 2) for _ in range(5)] for _ in range(2)]
     assert float(feature_matching_loss(fake, real, weighting="sum")) == 2 * (1 + 2 + 3 + 4)
     assert float(feature_matching_loss(real, real, weighting="sum")) == 0.0
+
+
+def test_the_modality_code_reaches_g_only_without_the_head_instance_norm():
+    image, lm = torch.rand(1, 3, 32, 32) * 2 - 1, (torch.rand(1, 1, 32, 32) > 0.9).float() * 2 - 1
+    codes = torch.eye(4)[:, :, None, None].expand(-1, -1, 32, 32)
+    for head_norm, changes in ((False, True), (True, False)):
+        torch.manual_seed(0)
+        g = PortraitGenerator(num_modalities=4, ngf=4, n_downsample=2, n_blocks=1, head_norm=head_norm).eval()
+        outs = [g(image, lm, codes[m : m + 1], all_levels=False) for m in range(4)]
+        gap = max(float((outs[0] - o).abs().max()) for o in outs[1:])
+        # a constant plane through a reflect-padded conv is a constant per channel, which IN subtracts exactly
+        assert (gap > 1e-3) if changes else (gap < 1e-4), (head_norm, gap)

@@ -70,6 +70,8 @@ class PortraitGAN(L.LightningModule):
         batch_d_calls: the D step judges real and fake levels in one batched call per level (the same
             numbers, as instance norm is per sample; fewer launches).
         channels_last: NHWC memory format for the networks and images (faster convs under bf16 on GPUs).
+        g_head_norm: pix2pixHD's instance norm after G's first conv, which erases the constant code planes
+            (see :class:`PortraitGenerator`); off by default.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class PortraitGAN(L.LightningModule):
         schedule_unit: str = "epoch",
         batch_d_calls: bool = False,
         channels_last: bool = False,
+        g_head_norm: bool = False,
     ) -> None:
         super().__init__()
         if d_update not in ("both", "random"):
@@ -111,7 +114,7 @@ class PortraitGAN(L.LightningModule):
             raise ValueError(f"image_size {image_size} must be divisible by 2**n_downsample = {2**n_downsample}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = PortraitGenerator(num_modalities, ngf, n_downsample, n_blocks, num_levels)
+        self.generator = PortraitGenerator(num_modalities, ngf, n_downsample, n_blocks, num_levels, g_head_norm)
         self.discriminator = PortraitDiscriminator(4 if d_condition_landmarks else 3, ndf, n_layers_d, num_levels)
         self.texture = texture_network(texture_pretrained, texture_layers, texture_seed) if lambda_texture > 0 else None
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None

@@ -41,6 +41,10 @@ class PortraitGenerator(nn.Module):
         num_modalities: n, the number of one-hot code planes (0: the single-modality base model of Eq. 4).
         ngf, n_downsample, n_blocks: pix2pixHD global-generator sizes (paper: 64, 4, 9).
         num_levels: K, how many outputs are supervised (1 = no multi-level supervision; at most n_downsample).
+        head_norm: keep pix2pixHD's instance norm after the first 7×7 conv. The code planes are constant, so
+            that conv turns them into a constant per channel, which instance norm subtracts exactly: with
+            ``head_norm=True`` G provably ignores the modality code (tested). The default drops that one norm
+            (it has no parameters, so counts are unchanged) and the code reaches G through the head's ReLU.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class PortraitGenerator(nn.Module):
         n_downsample: int = 4,
         n_blocks: int = 9,
         num_levels: int = 2,
+        head_norm: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= num_levels <= n_downsample:
@@ -60,6 +65,8 @@ class PortraitGenerator(nn.Module):
         self.num_levels = num_levels
         self.n_downsample = n_downsample
         self.trunk = GlobalGenerator(3 + 1 + num_modalities, 3, ngf, n_downsample, n_blocks, out_activation="tanh")
+        if not head_norm:
+            self.trunk.head.norm = nn.Identity()
         # Level k taps up-block n_down - k + 1 (1-based), whose output has ngf * 2^(k-1) channels.
         self.aux_heads = nn.ModuleList(
             nn.Sequential(nn.Conv2d(ngf * 2 ** (k - 1), 3, 1), nn.Tanh()) for k in range(2, num_levels + 1)
