@@ -21,7 +21,6 @@ from PIL import Image
 
 from datamodules import CelebA, CelebAMaskHQ, DatasetError, EmotionLandmarks, Helen, MissingDataError
 from datamodules.base import atomic_write_png
-from datamodules.celebamaskhq import part_path
 from datamodules.soft_masks import load_soft_mask, save_soft_mask, soft_mask_path
 from datamodules.synthetic import write_celeba, write_celebamaskhq, write_helen, write_rafd
 from experiments.callbacks import AtomicCheckpointIO
@@ -288,7 +287,3 @@ def test_checkpoint_write_interrupted_keeps_the_old_checkpoint(tmp_path, monkeyp
         io.save_checkpoint({"state_dict": {"w": torch.zeros(3)}}, path)
     assert torch.equal(torch.load(path, weights_only=True)["state_dict"]["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
-
-
-def test_part_path_layout():  # the helper the error messages above quote
-    assert part_path(Path("m"), 2001, "skin") == Path("m/1/02001_skin.png")
