@@ -157,7 +157,9 @@ def face_files(workdir):
 
 @pytest.fixture(scope="session")
 def server(workdir, maskgan_checkpoint, maggan_checkpoint, portraitgan_checkpoint):
-    from experiments.editor import build_app, launch
+    from experiments.editor import build_app, common, launch
+
+    common.RUNS = workdir / "runs"  # no run there: a tab without a checkpoint says which command trains one
 
     checkpoints = {"maskgan": maskgan_checkpoint, "maggan": maggan_checkpoint, "portraitgan": portraitgan_checkpoint}
     app = build_app({k: str(v) for k, v in checkpoints.items()}, "cpu", workdir / "saved")
@@ -280,7 +282,18 @@ def test_page_loads_nothing_remote(page, server):
     remote = [u for u in page.requests if not u.startswith((server.rstrip("/"), "blob:", "data:"))]
     assert not remote, remote[:5]
     tabs = [t.strip() for t in page.locator("button[role=tab]").all_inner_texts()]
-    assert tabs == ["MaskGAN", "MagGAN", "PortraitGAN"], tabs  # Gu et al. has no tab yet
+    assert tabs == ["MaskGAN", "MagGAN", "Mask-guided (Gu et al.)", "PortraitGAN"], tabs
+
+
+def test_a_tab_without_checkpoint_says_which_command_trains_one(page, workdir):
+    page.locator("button[role=tab]", has_text="Mask-guided").click()
+    text = wait_status(page, "mask_guided", "make train-mask-guided")
+    assert f"none found under {workdir / 'runs' / 'mask_guided_synthetic_64'}/" in text
+    page.locator("#mask_guided-use").click()  # a handler without a model: the same message, no traceback
+    page.wait_for_timeout(1000)
+    assert "make train-mask-guided" in status(page, "mask_guided") and "Traceback" not in page.content()
+    screenshot(page, "mask_guided")
+    page.locator("button[role=tab]", has_text="MaskGAN").click()
 
 
 def test_a_wrong_checkpoint_is_a_message_not_a_traceback(page, face_files, maskgan_checkpoint):

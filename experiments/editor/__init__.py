@@ -24,6 +24,7 @@ from types import ModuleType
 TABS: dict[str, str] = {
     "maskgan": "experiments.editor.maskgan",
     "maggan": "experiments.editor.maggan",
+    "mask_guided": "experiments.editor.mask_guided",
     "portraitgan": "experiments.editor.portraitgan",
 }
 

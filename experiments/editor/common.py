@@ -19,7 +19,7 @@ from datamodules.labels import CELEBAMASK_CLASSES, CELEBAMASK_PALETTE, label_to_
 
 # The mask canvas is shown at this size whatever the model's resolution (a 64² mask is painted 8x enlarged).
 CANVAS = 512
-RUNS = Path("runs")
+RUNS = Path("runs")  # where `make train-<model>` writes its runs (the default checkpoints)
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -58,7 +58,7 @@ class ModelCache:
 
     def get(self, path: str | Path) -> Any:
         path = Path(path).expanduser()
-        if not path.is_file():
+        if not path.exists():  # a file, or a folder (Gu et al.'s official checkpoints)
             raise FileNotFoundError(f"checkpoint not found: {path}")
         key = (str(path.resolve()), path.stat().st_mtime_ns)
         if key not in self._models:
@@ -75,11 +75,11 @@ def error_message(err: BaseException, what: str) -> str:
 
 
 def load_message(spec: TabSpec, cache: ModelCache, path: str | None) -> tuple[Any, str]:
-    """The model of ``path`` (or of the newest run) and a status line for the page; (None, why) on failure."""
+    """The model of ``path`` (or of the newest run under ``RUNS``) and a status line; (None, why) on failure."""
     if not path:
-        found = default_checkpoint(spec)
+        found = default_checkpoint(spec, RUNS)
         if found is None:
-            return None, no_checkpoint_message(spec)
+            return None, no_checkpoint_message(spec, RUNS)
         path = str(found)
     try:
         model = cache.get(path)
@@ -119,12 +119,13 @@ def palette_hex() -> list[str]:
     return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in CELEBAMASK_PALETTE]
 
 
-def legend_html() -> str:
+def legend_html(names: tuple[str, ...] = CELEBAMASK_CLASSES, colors: list[str] | None = None) -> str:
     """The class names beside their brush colours, in the order of the brush swatches."""
+    colors = palette_hex() if colors is None else colors
     cells = "".join(
         f'<span class="pg-class" title="label {i}"><span class="pg-swatch" style="background:{color}"></span>'
         f"{i} {html.escape(name)}</span>"
-        for i, (name, color) in enumerate(zip(CELEBAMASK_CLASSES, palette_hex()))
+        for i, (name, color) in enumerate(zip(names, colors))
     )
     return f'<div class="pg-legend">{cells}</div>'
 
@@ -206,3 +207,39 @@ def guarded(outputs: int, what: str):
         return run
 
     return wrap
+
+
+# ------------------------------------------------------------------------------------------ shared page pieces
+def checkpoint_row(spec: TabSpec, tab: str, checkpoint: str | None, status: str, accepts: str):
+    """The checkpoint box, its Load button and the tab's status line (ids ``<tab>-ckpt|load|status``)."""
+    import gradio as gr
+
+    with gr.Row():
+        box = gr.Textbox(label=f"{spec.title} checkpoint ({accepts}; empty: newest run)", value=checkpoint or "",
+                         elem_id=f"{tab}-ckpt", scale=4)  # fmt: skip
+        load = gr.Button("Load checkpoint", elem_id=f"{tab}-load", scale=1)
+    return box, load, gr.Markdown(status, elem_id=f"{tab}-status")
+
+
+def mask_editor(tab: str, names: tuple[str, ...], colors: list[str], brush: str):
+    """Mask canvas (a brush per class, fixed palette), input and result side by side, the class legend, and
+    Render / Reset mask / Save buttons; returns (canvas, input, result, render, reset, save)."""
+    import gradio as gr
+
+    with gr.Row():
+        canvas = gr.ImageEditor(
+            label="Mask (brush per class)", type="numpy", image_mode="RGBA", format="png",
+            brush=gr.Brush(colors=colors, default_color=colors[names.index(brush)], color_mode="fixed",
+                           default_size=12),
+            eraser=gr.Eraser(default_size=12), layers=False, transforms=(), sources=(),
+            canvas_size=(CANVAS, CANVAS), elem_id=f"{tab}-canvas", height=560,
+        )  # fmt: skip
+        views = dict(type="numpy", format="png", interactive=False, height=560)
+        input_view = gr.Image(label="Input", elem_id=f"{tab}-input", **views)
+        result = gr.Image(label="Result", elem_id=f"{tab}-result", **views)
+    gr.HTML(legend_html(names, colors))
+    with gr.Row():
+        render = gr.Button("Render", variant="primary", elem_id=f"{tab}-render")
+        reset = gr.Button("Reset mask", elem_id=f"{tab}-reset")
+        save = gr.Button("Save result + mask", elem_id=f"{tab}-save")
+    return canvas, input_view, result, render, reset, save

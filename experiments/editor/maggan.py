@@ -19,6 +19,7 @@ from experiments.editor.common import (
     ModelCache,
     PageMessage,
     TabSpec,
+    checkpoint_row,
     enlarge,
     guarded,
     load_message,
@@ -56,11 +57,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             "Move an attribute's slider (its target value; it starts at the value read off the face) and release "
             "it to render. **Strength** scales every change (1: as set, > 1 exaggerates)."
         )
-        with gr.Row():
-            ckpt = gr.Textbox(label="MagGAN checkpoint (.ckpt; empty: newest run)", value=checkpoint or "",
-                              elem_id="maggan-ckpt", scale=4)  # fmt: skip
-            load_btn = gr.Button("Load checkpoint", elem_id="maggan-load", scale=1)
-        status = gr.Markdown(first_status, elem_id="maggan-status")
+        ckpt, load_btn, status = checkpoint_row(SPEC, "maggan", checkpoint, first_status, "a .ckpt")
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"], elem_id="maggan-face",
                             height=240)  # fmt: skip

@@ -16,19 +16,19 @@ import numpy as np
 import torch
 from PIL import Image
 
-from datamodules.labels import CELEBAMASK_CLASSES, CLASS_INDEX
+from datamodules.labels import CELEBAMASK_CLASSES
 from experiments.editor.common import (
-    CANVAS,
     LEGEND_CSS,
     ModelCache,
     PageMessage,
     TabSpec,
     canvas_to_label,
     canvas_value,
+    checkpoint_row,
     enlarge,
     guarded,
-    legend_html,
     load_message,
+    mask_editor,
     palette_hex,
     require_model,
     save_edit,
@@ -86,11 +86,8 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             "**Render**, compare with the input, **Save** the result and the edited mask. Style copy renders the "
             "mask in the style of another face; attribute transfer takes the mouth and lips of a donor mask."
         )
-        with gr.Row():
-            ckpt = gr.Textbox(label="MaskGAN checkpoint (.ckpt or official latest_net_G.pth; empty: newest run)",
-                              value=checkpoint or "", elem_id="maskgan-ckpt", scale=4)  # fmt: skip
-            load_btn = gr.Button("Load checkpoint", elem_id="maskgan-load", scale=1)
-        status = gr.Markdown(first_status, elem_id="maskgan-status")
+        ckpt, load_btn, status = checkpoint_row(SPEC, "maskgan", checkpoint, first_status,
+                                                "a .ckpt or the official latest_net_G.pth")  # fmt: skip
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"], elem_id="maskgan-face",
                             height=300)  # fmt: skip
@@ -103,22 +100,9 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                     example = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1)
                     example_btn = gr.Button("Load a synthetic face", elem_id="maskgan-example", scale=1)
                 use_btn = gr.Button("Edit this face", variant="primary", elem_id="maskgan-use")
-        with gr.Row():
-            canvas = gr.ImageEditor(
-                label="Mask (brush per class)", type="numpy", image_mode="RGBA", format="png",
-                brush=gr.Brush(colors=palette_hex(), default_color=palette_hex()[CLASS_INDEX["hair"]],
-                               color_mode="fixed", default_size=12),
-                eraser=gr.Eraser(default_size=12), layers=False, transforms=(), sources=(),
-                canvas_size=(CANVAS, CANVAS), elem_id="maskgan-canvas", height=560, scale=1,
-            )  # fmt: skip
-            views = dict(type="numpy", format="png", interactive=False, height=560)
-            input_view = gr.Image(label="Input", elem_id="maskgan-input", **views)
-            result = gr.Image(label="Result", elem_id="maskgan-result", **views)
-        gr.HTML(legend_html())
-        with gr.Row():
-            render_btn = gr.Button("Render", variant="primary", elem_id="maskgan-render")
-            reset_btn = gr.Button("Reset mask", elem_id="maskgan-reset")
-            save_btn = gr.Button("Save result + mask", elem_id="maskgan-save")
+        canvas, input_view, result, render_btn, reset_btn, save_btn = mask_editor(
+            "maskgan", CELEBAMASK_CLASSES, palette_hex(), "hair"
+        )
         with gr.Accordion("Style copy", open=False):
             with gr.Row():
                 style_face = gr.Image(label="Style face", type="filepath", format="png", sources=["upload"],

@@ -17,7 +17,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from experiments.editor.common import ModelCache, PageMessage, TabSpec, enlarge, guarded, load_message, require_model
+from experiments.editor.common import (
+    ModelCache,
+    PageMessage,
+    TabSpec,
+    checkpoint_row,
+    enlarge,
+    guarded,
+    load_message,
+    require_model,
+)
 
 EDITING = "portrait_models.portraitgan.editing"
 SPEC = TabSpec(title="PortraitGAN", experiment="portraitgan_synthetic_64", train_command="make train-portraitgan")
@@ -115,11 +124,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             "groups of points; the modality picks photo / sketch / cartoon / painting; remember two expressions "
             "as A and B and slide between them."
         )
-        with gr.Row():
-            ckpt = gr.Textbox(label="PortraitGAN checkpoint (.ckpt; empty: newest run)", value=checkpoint or "",
-                              elem_id="portraitgan-ckpt", scale=4)  # fmt: skip
-            load_btn = gr.Button("Load checkpoint", elem_id="portraitgan-load", scale=1)
-        status = gr.Markdown(first_status, elem_id="portraitgan-status")
+        ckpt, load_btn, status = checkpoint_row(SPEC, "portraitgan", checkpoint, first_status, "a .ckpt")
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"],
                             elem_id="portraitgan-face", height=240)  # fmt: skip
