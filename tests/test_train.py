@@ -122,4 +122,6 @@ def test_wandb_run_continues_under_its_id_after_resume(tmp_path, monkeypatch):
     assert resumed.run_dir == first.run_dir
     assert (resumed.run_dir / "wandb_id.txt").read_text().strip() == run_id
     runs = sorted(p.name for p in (first.run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and all(name.endswith(run_id) for name in runs)
+    # wandb names an offline run by start second + id: both processes' logs carry the one id (a resume that
+    # starts within the same second as the first run writes into the same folder)
+    assert runs and all(name.endswith(run_id) for name in runs), runs
