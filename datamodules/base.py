@@ -139,7 +139,7 @@ def read_lines(path: Path) -> list[str]:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise DatasetError(
-            f"{path}: not UTF-8 text (byte {err.start}, line {line}: {data[err.start:err.start + 4]!r}); "
+            f"{path}: not UTF-8 text (byte {err.start}, line {line}: {data[err.start : err.start + 4]!r}); "
             "expected a plain-text annotation file"
         ) from None
     return [line.strip() for line in text.splitlines() if line.strip()]

@@ -13,7 +13,8 @@ Paper: Lee et al., "MaskGAN: Towards Diverse and Interactive Facial Image Manipu
 
 The phase is a function of the module's own batch counter (a buffer saved in checkpoints), so
 ``run.ckpt_path=last`` resumes inside any phase, and the run stops itself when the schedule is done.
-Trainer ``max_steps`` counts every optimizer step (1 per batch for the VAE, 2 for DMN, 4 for EBST; 3 with ``ebst_blend_d_step=False``).
+Trainer ``max_steps`` counts every optimizer step (1 per batch for the VAE, 2 for DMN, 4 for EBST; 3 with
+``ebst_blend_d_step=False``).
 
 Choices where the paper is silent (from the released code, reference_implementations.md §1):
 discriminator loss ``0.5·(real + fake)``; pix2pixHD feature-matching weights (1/num_D)·(4/(n_layers+1));
