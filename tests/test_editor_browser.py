@@ -20,7 +20,7 @@ from conftest import synthetic_tensors
 from PIL import Image
 from scipy.ndimage import binary_dilation
 
-from datamodules.labels import CELEBAMASK_PALETTE, CLASS_INDEX
+from datamodules.labels import CELEBAMASK_PALETTE, CELEBAMASK_TO_HELEN, CLASS_INDEX
 
 pytestmark = pytest.mark.browser
 
@@ -39,15 +39,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def fit(model, images, labels, batch_size=4):
+def label_loader(images, labels, batch_size=4):
+    items = [{"image": x, "label": y} for x, y in zip(images, labels)]
+    return torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True,
+                                       generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+
+def fit(model, loader, **trainer_args):
+    """``model`` fitted on ``loader`` on the CPU, quietly (no logger, no checkpoints, no validation)."""
     import lightning.pytorch as pl
 
-    pl.seed_everything(0, verbose=False)
-    items = [{"image": x, "label": y} for x, y in zip(images, labels)]
-    loader = torch.utils.data.DataLoader(items, batch_size=batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(0))  # fmt: skip
-    trainer = pl.Trainer(accelerator="cpu", max_steps=-1, max_epochs=1000, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                         **trainer_args)  # fmt: skip
     trainer.fit(model, loader)
     return trainer
 
@@ -59,56 +63,78 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def cached(name: str, workdir: Path) -> tuple[Path, bool]:
-    """Where a trained checkpoint goes; ``EDITOR_TEST_CACHE=dir`` keeps them between runs (while developing)."""
+def trained_checkpoint(name: str, workdir: Path, train) -> Path:
+    """The checkpoint of the trainer that ``train()`` returns, saved as ``name`` in the session's folder;
+    ``EDITOR_TEST_CACHE=dir`` keeps them there between runs (while developing) and trains only what is missing."""
     cache = os.environ.get("EDITOR_TEST_CACHE")
     path = Path(cache) / name if cache else workdir / name
-    return path, path.is_file()
+    if not path.is_file():
+        trainer = train()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        trainer.save_checkpoint(path)
+    return path
 
 
 @pytest.fixture(scope="session")
 def maskgan_checkpoint(workdir):
     """A 64² MaskGAN DMN trained for 100 batches (two downsamplings keep a mask edit's effect local)."""
+    import lightning.pytorch as pl
+
     from portrait_models.maskgan.module import MaskGAN
 
-    path, done = cached("maskgan.ckpt", workdir)
-    if done:
-        return path
-    images, labels = synthetic_tensors(0, 64, SIZE)
-    model = MaskGAN(image_size=SIZE, ngf=8, ndf=8, n_downsample=2, n_blocks=1, style_channels=8, ebst=False,
-                    dmn_steps=100, vgg_pretrained=False, vgg_layers=1, lambda_l1=10.0, lr_decay=False,
-                    ema_halflife_kimg=0.1)  # fmt: skip
-    trainer = fit(model, images, labels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
+    def train():
+        images, labels = synthetic_tensors(0, 64, SIZE)
+        model = MaskGAN(image_size=SIZE, ngf=8, ndf=8, n_downsample=2, n_blocks=1, style_channels=8, ebst=False,
+                        dmn_steps=100, vgg_pretrained=False, vgg_layers=1, lambda_l1=10.0, lr_decay=False,
+                        ema_halflife_kimg=0.1)  # fmt: skip
+        pl.seed_everything(0, verbose=False)
+        return fit(model, label_loader(images, labels), max_steps=-1, max_epochs=1000)  # the DMN stops itself
+
+    return trained_checkpoint("maskgan.ckpt", workdir, train)
+
+
+@pytest.fixture(scope="session")
+def mask_guided_checkpoint(workdir):
+    """A 64² Gu et al. system (tiny widths, no parsing loss) trained for 10 epochs of 96 synthetic faces in
+    Helen's classes (240 iterations of the (1+1) schedule)."""
+    import lightning.pytorch as pl
+
+    from datamodules.labels import CELEBAMASK_TO_HELEN
+    from portrait_models.mask_guided import MaskGuidedSystem
+
+    def train():
+        images, labels = synthetic_tensors(0, 96, SIZE)
+        pl.seed_everything(0, verbose=False)
+        model = MaskGuidedSystem(image_size=SIZE, ngf=8, ae_width=8, latent_dim=32, fc_hidden=64, feat_channels=16,
+                                 n_res_blocks=1, ndf=8, vgg_pretrained=False, loss_weights={"vgg": 0.0}, lr=1e-3,
+                                 pairing="derangement")  # fmt: skip
+        loader = label_loader(images, torch.from_numpy(CELEBAMASK_TO_HELEN)[labels])
+        return fit(model, loader, max_epochs=10)
+
+    return trained_checkpoint("mask_guided.ckpt", workdir, train)
 
 
 @pytest.fixture(scope="session")
 def portraitgan_checkpoint(workdir):
     """A 64² PortraitGAN trained for 80 batches of emotion pairs of 8 synthetic people."""
+    import lightning.pytorch as pl
+
     from datamodules import EmotionPairs
     from datamodules.synthetic import MODALITIES, write_rafd
     from portrait_models.portraitgan import PortraitGAN
 
-    path, done = cached("portraitgan.ckpt", workdir)
-    if done:
-        return path
-    import lightning.pytorch as pl
+    def train():
+        write_rafd(workdir / "rafd", 8, seed=0, image_size=SIZE, modalities=MODALITIES)
+        pairs = EmotionPairs(workdir / "rafd", "train", SIZE, False, modalities=MODALITIES, split_by="identity",
+                             test_fraction=0.25, partner="uniform")  # fmt: skip
+        pl.seed_everything(0, verbose=False)
+        model = PortraitGAN(image_size=SIZE, ngf=8, n_downsample=2, n_blocks=1, ndf=8, texture_pretrained=False,
+                            texture_layers=1, lr=5e-4, schedule_unit="batch", decay_start=1000,
+                            decay_length=1)  # fmt: skip
+        loader = torch.utils.data.DataLoader(pairs, batch_size=4, shuffle=True, drop_last=True)
+        return fit(model, loader, max_steps=2 * 80)
 
-    write_rafd(workdir / "rafd", 8, seed=0, image_size=SIZE, modalities=MODALITIES)
-    pairs = EmotionPairs(workdir / "rafd", "train", SIZE, False, modalities=MODALITIES, split_by="identity",
-                         test_fraction=0.25, partner="uniform")  # fmt: skip
-    pl.seed_everything(0, verbose=False)
-    model = PortraitGAN(image_size=SIZE, ngf=8, n_downsample=2, n_blocks=1, ndf=8, texture_pretrained=False,
-                        texture_layers=1, lr=5e-4, schedule_unit="batch", decay_start=1000, decay_length=1)  # fmt: skip
-    trainer = pl.Trainer(accelerator="cpu", max_steps=2 * 80, logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                         limit_val_batches=0)  # fmt: skip
-    trainer.fit(model, torch.utils.data.DataLoader(pairs, batch_size=4, shuffle=True, drop_last=True))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
+    return trained_checkpoint("portraitgan.ckpt", workdir, train)
 
 
 @pytest.fixture(scope="session")
@@ -120,29 +146,23 @@ def maggan_checkpoint(workdir):
     from datamodules.synthetic import SyntheticFaceWorld
     from portrait_models.maggan import MagGAN
 
-    path, done = cached("maggan.ckpt", workdir)
-    if done:
-        return path
-    world = SyntheticFaceWorld(0)
-    faces = [world.face(i, SIZE) for i in range(192)]
-    images = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1).float() / 127.5 - 1 for f in faces])
-    attributes = torch.from_numpy(np.stack([f.attributes[EDIT_ATTRIBUTE_COLUMNS] for f in faces])).float()
-    masks = label_to_onehot(torch.from_numpy(np.stack([f.label for f in faces])).long(), 19)
-    g = torch.Generator().manual_seed(0)
-    steps = 120
-    index = torch.randint(0, len(faces), (steps + 1, 8), generator=g)
-    batches = [{"image": images[i], "attributes": attributes[i], "soft_masks": masks[i]} for i in index]
-    pl.seed_everything(0, verbose=False)
-    model = MagGAN(image_size=SIZE, enc_dim=8, dec_dim=8, num_layers=4, max_dim=64, shortcut_layers=3,
-                   inject_layers=3, spade_hidden=16, d_level_size=64, dis_dim=8, dis_layers=4, dis_max_dim=64,
-                   dis_fc_dim=64, n_critic=1, lr=5e-4, max_g_steps=steps)  # fmt: skip
-    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, accelerator="cpu", num_sanity_val_steps=0,
-                         limit_val_batches=0)  # fmt: skip
-    trainer.fit(model, torch.utils.data.DataLoader(batches, batch_size=None))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
+    def train():
+        world = SyntheticFaceWorld(0)
+        faces = [world.face(i, SIZE) for i in range(192)]
+        images = torch.stack([torch.from_numpy(f.image).permute(2, 0, 1).float() / 127.5 - 1 for f in faces])
+        attributes = torch.from_numpy(np.stack([f.attributes[EDIT_ATTRIBUTE_COLUMNS] for f in faces])).float()
+        masks = label_to_onehot(torch.from_numpy(np.stack([f.label for f in faces])).long(), 19)
+        g = torch.Generator().manual_seed(0)
+        steps = 120
+        index = torch.randint(0, len(faces), (steps + 1, 8), generator=g)
+        batches = [{"image": images[i], "attributes": attributes[i], "soft_masks": masks[i]} for i in index]
+        pl.seed_everything(0, verbose=False)
+        model = MagGAN(image_size=SIZE, enc_dim=8, dec_dim=8, num_layers=4, max_dim=64, shortcut_layers=3,
+                       inject_layers=3, spade_hidden=16, d_level_size=64, dis_dim=8, dis_layers=4, dis_max_dim=64,
+                       dis_fc_dim=64, n_critic=1, lr=5e-4, max_g_steps=steps)  # fmt: skip
+        return fit(model, torch.utils.data.DataLoader(batches, batch_size=None), max_epochs=1)
+
+    return trained_checkpoint("maggan.ckpt", workdir, train)
 
 
 @pytest.fixture(scope="session")
@@ -292,7 +312,6 @@ def test_a_tab_without_checkpoint_says_which_command_trains_one(page, workdir):
     page.locator("#mask_guided-use").click()  # a handler without a model: the same message, no traceback
     page.wait_for_timeout(1000)
     assert "make train-mask-guided" in status(page, "mask_guided") and "Traceback" not in page.content()
-    screenshot(page, "mask_guided")
     page.locator("button[role=tab]", has_text="MaskGAN").click()
 
 
@@ -310,40 +329,55 @@ def test_a_wrong_checkpoint_is_a_message_not_a_traceback(page, face_files, maskg
     wait_status(page, "maskgan", "Loaded")
 
 
-def test_maskgan_hair_stroke_across_the_forehead(page, face_files, workdir):
-    face, face_label, label = face_files
-    page.locator("button[role=tab]", has_text="MaskGAN").click()
-    upload(page, "maskgan-face", face)
-    upload(page, "maskgan-mask", face_label)
-    page.locator("#maskgan-use").click()
-    wait_status(page, "maskgan", f"Editing a {SIZE}² face")
-    page.locator("#maskgan-render").click()
-    wait_status(page, "maskgan", "Rendered in")
-    before = result_image(page, "maskgan")
+# The mask tabs: the tab title, and the label set of its masks (CelebAMask-HQ's 19 classes or Helen's 11).
+MASK_TABS = {"maskgan": ("MaskGAN", None), "mask_guided": ("Mask-guided", CELEBAMASK_TO_HELEN)}
 
-    y, x0, x1 = forehead_row(label)
+
+@pytest.mark.parametrize("tab", list(MASK_TABS))
+def test_hair_stroke_across_the_forehead(tab, page, face_files, workdir, request):
+    face, face_label, label = face_files
+    title, to_tab_labels = MASK_TABS[tab]
+    page.locator("button[role=tab]", has_text=title).click()
+    hair = CLASS_INDEX["hair"]
+    if to_tab_labels is not None:  # a tab started without a checkpoint (the test above): load one, in its labels
+        fill(page, f"{tab}-ckpt", str(request.getfixturevalue(f"{tab}_checkpoint")))
+        page.locator(f"#{tab}-load").click()
+        wait_status(page, tab, "Loaded")
+        face_label = workdir / f"face_label_{tab}.png"
+        Image.fromarray(to_tab_labels[label].astype(np.uint8)).save(face_label)
+        hair = int(to_tab_labels[hair])
+    upload(page, f"{tab}-face", face)
+    upload(page, f"{tab}-mask", face_label)
+    page.locator(f"#{tab}-use").click()
+    wait_status(page, tab, f"Editing a {SIZE}² face")
+    page.locator(f"#{tab}-render").click()
+    wait_status(page, tab, "Rendered")
+    before = result_image(page, tab)
+
+    y, x0, x1 = forehead_row(label)  # the stroke in CelebAMask-HQ's classes: the same pixels in Helen's
     scale = 512 // SIZE
     page.wait_for_timeout(500)  # the canvas redraws its new background
-    to_page = canvas_mapper(page, "maskgan-canvas")
-    pick_brush(page, "maskgan-canvas", "hair")
+    to_page = canvas_mapper(page, f"{tab}-canvas")
+    pick_brush(page, f"{tab}-canvas", "hair")  # the hair brush has CelebAMask-HQ's hair colour in both tabs
     stroke(page, to_page, [((x0 + 1) * scale, y * scale + scale // 2), ((x1 - 1) * scale, y * scale + scale // 2)])
-    page.locator("#maskgan-render").click()
+    page.locator(f"#{tab}-render").click()
     page.wait_for_function(  # a new render: the status counts the edited pixels
-        "(sel) => /[1-9][0-9]* mask pixels edited/.test(document.querySelector(sel).innerText)", arg="#maskgan-status"
+        "(sel) => /[1-9][0-9]* mask pixels edited/.test(document.querySelector(sel).innerText)", arg=f"#{tab}-status"
     )
-    after = result_image(page, "maskgan")
-    page.locator("#maskgan-save").click()
-    wait_status(page, "maskgan", "Saved")
-    screenshot(page, "maskgan")
+    after = result_image(page, tab)
+    page.locator(f"#{tab}-save").click()
+    wait_status(page, tab, "Saved")
+    screenshot(page, tab)
 
-    saved = sorted((workdir / "saved").glob("maskgan_*_mask_label.png"))[-1]
+    saved = sorted((workdir / "saved").glob(f"{tab}_*_mask_label.png"))[-1]
     edited = np.asarray(Image.open(saved)).astype(np.int64)
-    painted = edited != label
+    own = label if to_tab_labels is None else to_tab_labels[label]
+    painted = edited != own
     row_span = np.zeros_like(painted)
     row_span[y, x0 + 2 : x1 - 1] = True
     # the saved mask carries hair along the stroke, and only there (the brush is ~3 model pixels wide)
-    assert (edited[row_span] == CLASS_INDEX["hair"]).mean() > 0.9
-    assert np.all(edited[painted] == CLASS_INDEX["hair"])
+    assert (edited[row_span] == hair).mean() > 0.9
+    assert np.all(edited[painted] == hair)
     assert painted.sum() < 6 * (x1 - x0) and not painted[: max(y - 3, 0)].any() and not painted[y + 4 :].any()
     colour = np.asarray(Image.open(str(saved).replace("_label", "_color")))
     assert np.array_equal(
@@ -353,7 +387,7 @@ def test_maskgan_hair_stroke_across_the_forehead(page, face_files, workdir):
     change = np.abs(after - before).mean(-1)
     far = ~binary_dilation(painted, iterations=8)
     inside, outside = change[painted].mean(), change[far].mean()
-    print(f"mean |change| painted {inside:.1f}, away from the stroke {outside:.1f} (0-255 scale)")
+    print(f"{title}: mean |change| painted {inside:.1f}, away from the stroke {outside:.1f} (0-255 scale)")
     assert inside > 3 * outside + 1.0, (inside, outside)
 
 

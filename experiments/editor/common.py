@@ -185,8 +185,33 @@ def require_model(spec: TabSpec, cache: ModelCache, path: str | None) -> Any:
     return model
 
 
+def require_face(face_state: dict, rendered: bool = False) -> dict:
+    """The tab's face state for a handler; a :class:`PageMessage` when no face is loaded (or, with
+    ``rendered``, nothing has been rendered yet)."""
+    if not face_state:
+        raise PageMessage("Load a face first (**Edit this face**).")
+    if rendered and "result" not in face_state:
+        raise PageMessage("Nothing rendered yet: press **Render** first.")
+    return face_state
+
+
 class PageMessage(Exception):
     """A message for the status line of a tab, shown as it is."""
+
+
+def synthetic_face(index: int, size: int, to_labels: np.ndarray | None = None) -> tuple[Path, Path]:
+    """Face ``index`` of the synthetic world at ``size`` written as PNGs (image, label map) into a temp folder;
+    ``to_labels`` maps its CelebAMask-HQ labels to another label set (e.g. ``CELEBAMASK_TO_HELEN``)."""
+    import tempfile
+
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    face = SyntheticFaceWorld(seed=0).face(int(index), image_size=size)
+    label = face.label if to_labels is None else to_labels[face.label]
+    folder = Path(tempfile.mkdtemp(prefix="editor_face_"))
+    Image.fromarray(face.image).save(folder / f"face{index}.png")
+    Image.fromarray(label.astype(np.uint8)).save(folder / f"face{index}_label.png")
+    return folder / f"face{index}.png", folder / f"face{index}_label.png"
 
 
 def guarded(outputs: int, what: str):
@@ -210,15 +235,51 @@ def guarded(outputs: int, what: str):
 
 
 # ------------------------------------------------------------------------------------------ shared page pieces
-def checkpoint_row(spec: TabSpec, tab: str, checkpoint: str | None, status: str, accepts: str):
-    """The checkpoint box, its Load button and the tab's status line (ids ``<tab>-ckpt|load|status``)."""
+def model_header(
+    spec: TabSpec,
+    tab: str,
+    models: ModelCache,
+    checkpoint: str | None,
+    intro: str,
+    accepts: str,
+    describe: Callable[[Any], str] | None = None,
+):
+    """The tab's instructions, its checkpoint box with a Load button (wired: the status says what loaded, plus
+    ``describe(model)``) and its status line (ids ``<tab>-ckpt|load|status``); returns (box, status)."""
     import gradio as gr
 
+    gr.Markdown(intro)
     with gr.Row():
         box = gr.Textbox(label=f"{spec.title} checkpoint ({accepts}; empty: newest run)", value=checkpoint or "",
                          elem_id=f"{tab}-ckpt", scale=4)  # fmt: skip
         load = gr.Button("Load checkpoint", elem_id=f"{tab}-load", scale=1)
-    return box, load, gr.Markdown(status, elem_id=f"{tab}-status")
+    status = gr.Markdown(load_message(spec, models, checkpoint)[1], elem_id=f"{tab}-status")
+
+    @guarded(0, "Loading the checkpoint")
+    def on_load(path):
+        model = require_model(spec, models, path)
+        return load_message(spec, models, path)[1] + (f" {describe(model)}" if describe else "")
+
+    load.click(on_load, [box], [status])
+    return box, status
+
+
+def synthetic_example(spec: TabSpec, tab: str, models: ModelCache, ckpt, outputs, to_labels=None) -> None:
+    """A face-number box and a "Load a synthetic face" button (id ``<tab>-example``) that fill ``outputs``
+    (the face and mask inputs, then the status line) with a synthetic face at the model's size."""
+    import gradio as gr
+
+    with gr.Row():
+        index = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1)
+        button = gr.Button("Load a synthetic face", elem_id=f"{tab}-example", scale=1)
+
+    @guarded(2, "Loading the synthetic face")
+    def on_example(path, number):
+        model = require_model(spec, models, path)
+        image, label = synthetic_face(int(number or 0), model.hparams.image_size, to_labels)
+        return str(image), str(label), f"Synthetic face {int(number or 0)}: press **Edit this face**."
+
+    button.click(on_example, [ckpt, index], outputs)
 
 
 def mask_editor(tab: str, names: tuple[str, ...], colors: list[str], brush: str):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -19,11 +18,12 @@ from experiments.editor.common import (
     ModelCache,
     PageMessage,
     TabSpec,
-    checkpoint_row,
     enlarge,
     guarded,
-    load_message,
+    model_header,
+    require_face,
     require_model,
+    synthetic_example,
     tensor_to_uint8,
 )
 
@@ -50,14 +50,14 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     from portrait_models.maggan import editing
 
     models = ModelCache(load_model, device)
-    _, first_status = load_message(SPEC, models, checkpoint)
 
     with gr.Tab(SPEC.title, id="maggan"):
-        gr.Markdown(
+        ckpt, status = model_header(
+            SPEC, "maggan", models, checkpoint,
             "Move an attribute's slider (its target value; it starts at the value read off the face) and release "
-            "it to render. **Strength** scales every change (1: as set, > 1 exaggerates)."
-        )
-        ckpt, load_btn, status = checkpoint_row(SPEC, "maggan", checkpoint, first_status, "a .ckpt")
+            "it to render. **Strength** scales every change (1: as set, > 1 exaggerates).",
+            "a .ckpt",
+        )  # fmt: skip
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"], elem_id="maggan-face",
                             height=240)  # fmt: skip
@@ -65,9 +65,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                 mask_file = gr.File(label="Its masks: soft-mask .npz, label PNG or colour PNG", elem_id="maggan-mask")
                 parser_ckpt = gr.Textbox(label="…or a face-parser checkpoint (FaceParser .ckpt, 19 classes)",
                                          elem_id="maggan-parser")  # fmt: skip
-                with gr.Row():
-                    example = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0)
-                    example_btn = gr.Button("Load a synthetic face", elem_id="maggan-example")
+                synthetic_example(SPEC, "maggan", models, ckpt, [face, mask_file, status])
                 use_btn = gr.Button("Edit this face", variant="primary", elem_id="maggan-use")
         with gr.Row():
             views = dict(type="numpy", format="png", interactive=False, height=VIEW)
@@ -84,23 +82,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             save_btn = gr.Button("Save result", elem_id="maggan-save")
         saved = gr.File(label="Saved files", file_count="multiple", interactive=False, elem_id="maggan-saved")
         state = gr.State({})
-
-    @guarded(0, "Loading the checkpoint")
-    def on_load(path):
-        return load_message(SPEC, models, path)[1]
-
-    @guarded(2, "Loading the synthetic face")
-    def on_example(path, index):
-        from datamodules.synthetic import SyntheticFaceWorld
-
-        model = require_model(SPEC, models, path)
-        face_ = SyntheticFaceWorld(seed=0).face(int(index or 0), image_size=model.hparams.image_size)
-        folder = out_dir / "inputs"
-        folder.mkdir(parents=True, exist_ok=True)
-        image, label = folder / f"face{int(index or 0)}.png", folder / f"face{int(index or 0)}_label.png"
-        Image.fromarray(face_.image).save(image)
-        Image.fromarray(face_.label.astype(np.uint8)).save(label)
-        return str(image), str(label), "Synthetic face: press **Edit this face**."
 
     @guarded(3 + len(sliders), "Reading the face")
     def on_use(path, face_path, mask_path, parser_path):
@@ -129,9 +110,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(2, "Rendering")
     def on_render(path, face_state, scale, *targets):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
-        source = face_state["source"]
+        source = require_face(face_state)["source"]
         wanted = {
             n: float(t) for n, t, s in zip(EDIT_ATTRIBUTES, targets, source[0]) if abs(float(t) - float(s)) > 1e-6
         }
@@ -149,16 +128,13 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(1, "Saving")
     def on_save(face_state):
-        if not face_state or "result" not in face_state:
-            raise PageMessage("Nothing rendered yet: press **Render** first.")
+        require_face(face_state, rendered=True)
         out_dir.mkdir(parents=True, exist_ok=True)
         path = out_dir / time.strftime("maggan_%Y%m%d-%H%M%S_result.png")
         Image.fromarray(face_state["result"]).save(path)
         return [str(path)], f"Saved `{path}`."
 
     render_inputs = [ckpt, state, strength, *sliders]
-    load_btn.click(on_load, [ckpt], [status])
-    example_btn.click(on_example, [ckpt, example], [face, mask_file, status])
     use_btn.click(on_use, [ckpt, face, mask_file, parser_ckpt], [state, input_view, result, *sliders, status])
     render_btn.click(on_render, render_inputs, [state, result, status])
     for slider in [strength, *sliders]:

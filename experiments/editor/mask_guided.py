@@ -23,14 +23,15 @@ from experiments.editor.common import (
     TabSpec,
     canvas_to_label,
     canvas_value,
-    checkpoint_row,
     enlarge,
     guarded,
-    load_message,
     mask_editor,
+    model_header,
     palette_hex,
+    require_face,
     require_model,
     save_edit,
+    synthetic_example,
     tensor_to_uint8,
 )
 
@@ -62,20 +63,23 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     from portrait_models.mask_guided.components import COMPONENTS
 
     models = ModelCache(load_model, device)
-    _, first_status = load_message(SPEC, models, checkpoint)
 
     with gr.Tab(SPEC.title, id="mask_guided"):
-        gr.Markdown(
+        ckpt, status = model_header(
+            SPEC, "mask_guided", models, checkpoint,
             "Paint the face's Helen mask (a brush per class), **Render** the face under the edited mask, or take "
-            "components from a donor face (**Transfer components**). **Save** writes the result and the mask."
-        )
-        ckpt, load_btn, status = checkpoint_row(SPEC, "mask_guided", checkpoint, first_status,
-                                                "a .ckpt, the official folder or a converted .pth")  # fmt: skip
+            "components from a donor face (**Transfer components**). **Save** writes the result and the mask.",
+            "a .ckpt, the official folder or a converted .pth",
+            lambda model: f"Components: {', '.join(model.generator.component_names)}.",
+        )  # fmt: skip
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"],
                             elem_id="mask_guided-face", height=240)  # fmt: skip
-            mask_file = gr.File(label="Its Helen mask: label PNG (0..10) or colour PNG", elem_id="mask_guided-mask")
-            use_btn = gr.Button("Edit this face", variant="primary", elem_id="mask_guided-use")
+            with gr.Column():
+                mask_file = gr.File(label="Its Helen mask: label PNG (0..10) or colour PNG",
+                                    elem_id="mask_guided-mask")  # fmt: skip
+                synthetic_example(SPEC, "mask_guided", models, ckpt, [face, mask_file, status], CELEBAMASK_TO_HELEN)
+                use_btn = gr.Button("Edit this face", variant="primary", elem_id="mask_guided-use")
         canvas, input_view, result, render_btn, reset_btn, save_btn = mask_editor(
             "mask_guided", HELEN_CLASSES, HELEN_COLORS, "hair"
         )
@@ -89,11 +93,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                 transfer_btn = gr.Button("Transfer components", elem_id="mask_guided-transfer")
         saved = gr.File(label="Saved files", file_count="multiple", interactive=False, elem_id="mask_guided-saved")
         state = gr.State({})
-
-    @guarded(0, "Loading the checkpoint")
-    def on_load(path):
-        model = require_model(SPEC, models, path)
-        return load_message(SPEC, models, path)[1] + f" Components: {', '.join(model.generator.component_names)}."
 
     @guarded(4, "Reading the face")
     def on_use(path, face_path, mask_path):
@@ -118,8 +117,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(2, "Rendering")
     def on_render(path, face_state, value):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         edited = canvas_helen(value, model.hparams.image_size)
         start = time.perf_counter()
         out = editing.mask_edit(model, face_state["image"], face_state["label"], torch.from_numpy(edited)[None])
@@ -130,8 +128,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     def on_transfer(path, face_state, donor_path, donor_mask_path, chosen):
         model = require_model(SPEC, models, path)
         size = model.hparams.image_size
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         if donor_path is None or donor_mask_path is None:
             raise PageMessage("Give the donor face and its Helen mask.")
         donor_image, donor_label = editing.read_image(donor_path, size), editing.read_label(donor_mask_path, size)
@@ -143,21 +140,17 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(1, "Resetting the mask")
     def on_reset(face_state):
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
-        return helen_canvas(face_state["label"][0].numpy()), "Mask reset."
+        return helen_canvas(require_face(face_state)["label"][0].numpy()), "Mask reset."
 
     @guarded(1, "Saving")
     def on_save(face_state):
-        if not face_state or "result" not in face_state:
-            raise PageMessage("Nothing rendered yet: press **Render** first.")
+        require_face(face_state, rendered=True)
         stem = time.strftime("mask_guided_%Y%m%d-%H%M%S")
         # the mask files hold Helen labels (0..10) and their colours in the project palette
         paths = save_edit(out_dir, stem, face_state["result"], face_state["edited"])
         Image.fromarray(label_to_color(HELEN_TO_CELEBAMASK[face_state["edited"]])).save(paths[2])
         return [str(p) for p in paths], f"Saved {', '.join(f'`{p}`' for p in paths)} (Helen labels)."
 
-    load_btn.click(on_load, [ckpt], [status])
     use_btn.click(on_use, [ckpt, face, mask_file], [state, canvas, input_view, result, status])
     render_btn.click(on_render, [ckpt, state, canvas], [state, result, status])
     transfer_btn.click(on_transfer, [ckpt, state, donor_face, donor_mask, parts], [state, result, status])

@@ -7,14 +7,11 @@ functions of ``portrait_models.maskgan.editing`` (the same as ``python -m experi
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from datamodules.labels import CELEBAMASK_CLASSES
 from experiments.editor.common import (
@@ -24,14 +21,15 @@ from experiments.editor.common import (
     TabSpec,
     canvas_to_label,
     canvas_value,
-    checkpoint_row,
     enlarge,
     guarded,
-    load_message,
     mask_editor,
+    model_header,
     palette_hex,
+    require_face,
     require_model,
     save_edit,
+    synthetic_example,
     tensor_to_uint8,
     uint8_to_tensor,
 )
@@ -53,17 +51,6 @@ def load_parser(path: Path, device: str):
     return FaceParser.load_from_checkpoint(path, map_location=device).to(device).eval()
 
 
-def synthetic_face(index: int, size: int) -> tuple[Path, Path]:
-    """Face ``index`` of the synthetic world at ``size`` written as PNGs (image, label) into a temp folder."""
-    from datamodules.synthetic import SyntheticFaceWorld
-
-    face = SyntheticFaceWorld(seed=0).face(int(index), image_size=size)
-    folder = Path(tempfile.mkdtemp(prefix="editor_face_"))
-    Image.fromarray(face.image).save(folder / f"face{index}.png")
-    Image.fromarray(face.label.astype(np.uint8)).save(folder / f"face{index}_label.png")
-    return folder / f"face{index}.png", folder / f"face{index}_label.png"
-
-
 def file_path(value: Any) -> str | None:
     """The path of a gr.File / gr.Image(type="filepath") value (None when empty)."""
     if value is None:
@@ -78,16 +65,15 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     from portrait_models.maskgan import editing
 
     models, parsers = ModelCache(load_model, device), ModelCache(load_parser, device)
-    _, first_status = load_message(SPEC, models, checkpoint)
 
     with gr.Tab(SPEC.title, id="maskgan"):
-        gr.Markdown(
+        ckpt, status = model_header(
+            SPEC, "maskgan", models, checkpoint,
             "Paint the mask with a brush per class (brush tool: colour and size; the canvas has undo and clear), "
             "**Render**, compare with the input, **Save** the result and the edited mask. Style copy renders the "
-            "mask in the style of another face; attribute transfer takes the mouth and lips of a donor mask."
-        )
-        ckpt, load_btn, status = checkpoint_row(SPEC, "maskgan", checkpoint, first_status,
-                                                "a .ckpt or the official latest_net_G.pth")  # fmt: skip
+            "mask in the style of another face; attribute transfer takes the mouth and lips of a donor mask.",
+            "a .ckpt or the official latest_net_G.pth",
+        )  # fmt: skip
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"], elem_id="maskgan-face",
                             height=300)  # fmt: skip
@@ -96,9 +82,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                                     elem_id="maskgan-mask")  # fmt: skip
                 parser_ckpt = gr.Textbox(label="…or parse the face with a face-parser checkpoint (FaceParser .ckpt)",
                                          elem_id="maskgan-parser")  # fmt: skip
-                with gr.Row():
-                    example = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1)
-                    example_btn = gr.Button("Load a synthetic face", elem_id="maskgan-example", scale=1)
+                synthetic_example(SPEC, "maskgan", models, ckpt, [face, mask_file, status])
                 use_btn = gr.Button("Edit this face", variant="primary", elem_id="maskgan-use")
         canvas, input_view, result, render_btn, reset_btn, save_btn = mask_editor(
             "maskgan", CELEBAMASK_CLASSES, palette_hex(), "hair"
@@ -116,16 +100,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                 transfer_btn = gr.Button("Transfer into the mask", elem_id="maskgan-transfer")
         saved = gr.File(label="Saved files", file_count="multiple", interactive=False, elem_id="maskgan-saved")
         state = gr.State({})
-
-    @guarded(0, "Loading the checkpoint")
-    def on_load(path):
-        return load_message(SPEC, models, path)[1]
-
-    @guarded(2, "Loading the synthetic face")
-    def on_example(path, index):
-        model = require_model(SPEC, models, path)
-        image, label = synthetic_face(int(index or 0), model.hparams.image_size)
-        return str(image), str(label), f"Synthetic face {int(index or 0)}: press **Edit this face**."
 
     @guarded(4, "Reading the face")
     def on_use(path, face_path, mask_path, parser_path):
@@ -158,8 +132,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(3, "Rendering")
     def on_render(path, face_state, value, style_path, style_mask_path):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         size = model.hparams.image_size
         target = torch.from_numpy(canvas_to_label(value, size)).unsqueeze(0)
         style_path, style_mask_path = file_path(style_path), file_path(style_mask_path)
@@ -182,16 +155,13 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(1, "Resetting the mask")
     def on_reset(face_state):
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
-        return canvas_value(face_state["label"]), "Mask reset to the face's own mask."
+        return canvas_value(require_face(face_state)["label"]), "Mask reset to the face's own mask."
 
     @guarded(1, "Attribute transfer")
     def on_transfer(path, face_state, value, donor_path, chosen):
         model = require_model(SPEC, models, path)
         size = model.hparams.image_size
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         if file_path(donor_path) is None:
             raise PageMessage("Give a donor mask for the attribute transfer.")
         if not chosen:
@@ -203,14 +173,11 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
 
     @guarded(1, "Saving")
     def on_save(face_state):
-        if not face_state or "result" not in face_state:
-            raise PageMessage("Nothing rendered yet: press **Render** first.")
+        require_face(face_state, rendered=True)
         stem = time.strftime("maskgan_%Y%m%d-%H%M%S")
         paths = save_edit(out_dir, stem, face_state["result"], face_state["edited"])
         return [str(p) for p in paths], f"Saved {', '.join(f'`{p}`' for p in paths)}."
 
-    load_btn.click(on_load, [ckpt], [status])
-    example_btn.click(on_example, [ckpt, example], [face, mask_file, status])
     use_btn.click(on_use, [ckpt, face, mask_file, parser_ckpt], [state, canvas, input_view, result, status])
     render_btn.click(on_render, [ckpt, state, canvas, style_face, style_mask], [state, result, status])
     reset_btn.click(on_reset, [state], [canvas, status])

@@ -21,10 +21,10 @@ from experiments.editor.common import (
     ModelCache,
     PageMessage,
     TabSpec,
-    checkpoint_row,
     enlarge,
     guarded,
-    load_message,
+    model_header,
+    require_face,
     require_model,
 )
 
@@ -116,15 +116,15 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     from portrait_models.portraitgan.landmark_map import NAMED_EDITS, apply_named_edit, interpolate_landmarks
 
     models = ModelCache(load_model, device)
-    _, first_status = load_message(SPEC, models, checkpoint)
 
     with gr.Tab(SPEC.title, id="portraitgan"):
-        gr.Markdown(
+        ckpt, status = model_header(
+            SPEC, "portraitgan", models, checkpoint,
             "Drag the landmarks (lips in pink): the face re-renders when a point is dropped. Named edits move "
             "groups of points; the modality picks photo / sketch / cartoon / painting; remember two expressions "
-            "as A and B and slide between them."
-        )
-        ckpt, load_btn, status = checkpoint_row(SPEC, "portraitgan", checkpoint, first_status, "a .ckpt")
+            "as A and B and slide between them.",
+            "a .ckpt",
+        )  # fmt: skip
         with gr.Row():
             face = gr.Image(label="Face", type="filepath", format="png", sources=["upload"],
                             elem_id="portraitgan-face", height=240)  # fmt: skip
@@ -167,10 +167,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         out = editing.translate(model, editing.to_tensor(face_state["image"], size), points, index)
         return editing.to_uint8(out), time.perf_counter() - start
 
-    @guarded(0, "Loading the checkpoint")
-    def on_load(path):
-        return load_message(SPEC, models, path)[1]
-
     @guarded(2, "Loading the synthetic face")
     def on_example(path, index, expression):
         from datamodules.emotion import write_pts
@@ -201,8 +197,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(3, "Rendering")
     def on_render(path, face_state, text, modality_name):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         points = parse_points(text)
         out, seconds = render_points(model, face_state, points, modality_name)
         moved = float(np.abs(points - face_state["points"]).max())
@@ -213,8 +208,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(2, "The named edit")
     def on_edit(path, face_state, text, name, value):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         size = model.hparams.image_size
         points = apply_named_edit(parse_points(text), name, float(value) if value else None, size)
         return stage_html(face_state["image"], points, size), points_text(points), f"Applied {name}: rendering."
@@ -222,8 +216,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     def remember(which):
         @guarded(1, "Remembering the expression")
         def run(face_state, text):
-            if not face_state:
-                raise PageMessage("Load a face first (**Edit this face**).")
+            require_face(face_state)
             return {**face_state, which: parse_points(text)}, f"Expression {which.upper()} remembered."
 
         return run
@@ -231,8 +224,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(4, "Interpolating")
     def on_slide(path, face_state, t, modality_name):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         points = interpolate_landmarks(face_state["a"], face_state["b"], float(t))
         out, seconds = render_points(model, face_state, points, modality_name)
         size = model.hparams.image_size
@@ -243,15 +235,13 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
     @guarded(2, "Resetting the landmarks")
     def on_reset(path, face_state):
         model = require_model(SPEC, models, path)
-        if not face_state:
-            raise PageMessage("Load a face first (**Edit this face**).")
+        require_face(face_state)
         points = face_state["points"]
         return stage_html(face_state["image"], points, model.hparams.image_size), points_text(points), "Reset."
 
     @guarded(1, "Saving")
     def on_save(face_state):
-        if not face_state or "result" not in face_state:
-            raise PageMessage("Nothing rendered yet: press **Render** first.")
+        require_face(face_state, rendered=True)
         from datamodules.emotion import write_pts
 
         stem = time.strftime("portraitgan_%Y%m%d-%H%M%S")
@@ -262,7 +252,6 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         return [str(image_path), str(pts_path)], f"Saved `{image_path}`, `{pts_path}`."
 
     render_inputs = [ckpt, state, points_box, modality]
-    load_btn.click(on_load, [ckpt], [status])
     example_btn.click(on_example, [ckpt, person, emotion], [face, landmarks_file, status])
     use_btn.click(on_use, [ckpt, face, landmarks_file], [state, stage, points_box, result, status])
     render_btn.click(on_render, render_inputs, [state, result, status])
