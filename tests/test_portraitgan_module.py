@@ -193,3 +193,30 @@ def test_batched_d_calls_give_the_same_terms():
     batched = model.discriminator_terms(out)
     for key in ("real", "fake", "total"):
         assert torch.allclose(plain[key], batched[key], atol=1e-6)
+
+
+def test_generator_ema_tracks_g_in_the_training_step_and_serves_inference(tmp_path):
+    model = PortraitGAN(**TINY, ema_halflife_kimg=0.001)  # half-life of one image: beta = 0.5 per image
+    ema = model.generator_ema
+    start = [p.detach().clone() for p in ema.averaged.parameters()]
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    ema.update(model.generator, 1)
+    for a, s, g in zip(ema.averaged.parameters(), start, model.generator.parameters(), strict=True):
+        assert torch.allclose(a, (s + g) / 2) and not a.requires_grad
+    optimized = {id(p) for opt in model.configure_optimizers() for group in opt.param_groups for p in group["params"]}
+    assert not any(id(p) in optimized for p in ema.averaged.parameters())
+    batch = _batch()
+    model.eval()
+    maps, codes = model.landmark_map(batch["landmarks"], (SIZE, SIZE)), model.code(batch["modality"], (SIZE, SIZE))
+    averaged = ema.averaged(batch["image"], maps, codes, all_levels=False)
+    assert torch.equal(model.generate(batch["image"], batch["landmarks"], batch["modality"]), averaged)
+    assert not torch.allclose(averaged, model.generator(batch["image"], maps, codes, all_levels=False))
+    loader = torch.utils.data.DataLoader([{k: v[i] for k, v in batch.items()} for i in range(2)], batch_size=2)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(model.train(), loader)
+    assert float(ema.images_seen) == 1 + 4  # the step above, then 2 pairs x 2 directions

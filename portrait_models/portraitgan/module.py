@@ -20,6 +20,10 @@ Research-code extras, off by default: ``lambda_vgg`` (pix2pixHD VGG L1, weight 5
 ``d_update="random"`` (D on one random direction per step), ``d_condition_landmarks`` (D sees image +
 landmark map, as uncon_face's mixture model).
 
+``ema_halflife_kimg > 0`` keeps an exponential moving average of G (``portrait_models.ema.EMA``, half-life in
+thousands of generated images, both directions counted) that :meth:`PortraitGAN.generate`, validation and the
+sample grid use; the paper has none (off by default), the synthetic config uses one (spec §7 #33).
+
 The learning rate is constant for ``decay_start`` units and then decays linearly to 0 over ``decay_length``
 units (pix2pixHD: 100 + 100 epochs); ``schedule_unit="batch"`` counts batches instead (short synthetic runs).
 """
@@ -35,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.utils import make_grid
 
+from portrait_models.ema import EMA
 from portrait_models.losses import PerceptualLoss, feature_matching_loss, lsgan_fake, lsgan_real
 from portrait_models.portraitgan.landmark_map import modality_planes, render_landmark_map
 from portrait_models.portraitgan.networks import (
@@ -72,6 +77,8 @@ class PortraitGAN(L.LightningModule):
         channels_last: NHWC memory format for the networks and images (faster convs under bf16 on GPUs).
         g_head_norm: pix2pixHD's instance norm after G's first conv, which erases the constant code planes
             (see :class:`PortraitGenerator`); off by default.
+        ema_halflife_kimg: half-life of the generator EMA in thousands of generated images (0: no EMA, the
+            paper); ``ema_rampup`` caps it at that fraction of the images seen early on (0: no ramp-up).
     """
 
     def __init__(
@@ -104,6 +111,8 @@ class PortraitGAN(L.LightningModule):
         batch_d_calls: bool = False,
         channels_last: bool = False,
         g_head_norm: bool = False,
+        ema_halflife_kimg: float = 0.0,
+        ema_rampup: float = 0.0,
     ) -> None:
         super().__init__()
         if d_update not in ("both", "random"):
@@ -122,6 +131,9 @@ class PortraitGAN(L.LightningModule):
         if channels_last:
             self.generator.to(memory_format=torch.channels_last)
             self.discriminator.to(memory_format=torch.channels_last)
+        self.generator_ema = None
+        if ema_halflife_kimg > 0:
+            self.generator_ema = EMA(self.generator, ema_halflife_kimg, ema_rampup or None)
         self.last_loss_terms: dict[str, Tensor] = {}
         self.phase = "train"
         self._batch_size = 1
@@ -148,13 +160,19 @@ class PortraitGAN(L.LightningModule):
         n = self.hparams.num_modalities
         return modality_planes(modality.to(self.device), n, size) if n else None
 
+    @property
+    def inference_generator(self) -> PortraitGenerator:
+        """The generator used at inference: the EMA copy when there is one."""
+        return self.generator if self.generator_ema is None else self.generator_ema.averaged
+
     @torch.no_grad()
     def generate(self, image: Tensor, landmarks: Tensor, modality: Tensor | None = None) -> Tensor:
         """G(I, render(landmarks), c_modality) at full resolution (aux heads skipped); images in [-1, 1]."""
         size = (image.shape[-2], image.shape[-1])
         if modality is None:
             modality = torch.zeros(image.shape[0], dtype=torch.long)
-        return self.generator(image, self.landmark_map(landmarks, size), self.code(modality, size), all_levels=False)
+        g = self.inference_generator
+        return g(image, self.landmark_map(landmarks, size), self.code(modality, size), all_levels=False)
 
     def conditions(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor | None]:
         """Images, landmark maps and code planes of both sides of a paired batch."""
@@ -285,6 +303,8 @@ class PortraitGAN(L.LightningModule):
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(total)
             opt_g.step()
+        if self.generator_ema is not None:
+            self.generator_ema.update(self.generator, out["source"].shape[0])
         self._log_terms("g", {**terms, "total": total})
         with self.toggled_optimizer(opt_d):
             d_terms = self.discriminator_terms(out)
@@ -312,15 +332,16 @@ class PortraitGAN(L.LightningModule):
         samples = self.metric_samples(batch)
         fake, real = samples["fake"].float(), samples["real"].float()
         size = real.shape[0]
-        self.log("val/l1", F.l1_loss(fake, real), prog_bar=True, batch_size=size)
-        self.log("val/mse", F.mse_loss((fake + 1) / 2, (real + 1) / 2), batch_size=size)
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log("val/l1", F.l1_loss(fake, real), prog_bar=True, batch_size=float(size), sync_dist=True)
+        self.log("val/mse", F.mse_loss((fake + 1) / 2, (real + 1) / 2), batch_size=float(size), sync_dist=True)
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Tensor]) -> Tensor:
         """One row per pair: I_A | M_A | I_B | M_B | Î_B | Î_B level 2 | Î_A | rec_A | rec_B | G(I_A, M_A, c_m)
         for every modality m."""
         c = self.conditions(batch)
-        g = self.generator
+        g = self.inference_generator
         size = tuple(c["I_A"].shape[-2:])
         fake_b_levels = g(c["I_A"], c["M_B"], c["C_B"])
         fake_b, level2 = fake_b_levels[0], fake_b_levels[-1]
