@@ -51,6 +51,28 @@ def test_parameter_counts_equal_the_official_networks_on_meta_device():
 
 
 # ------------------------------------------------------------------------------------------ DMN
+def test_style_init_redraws_only_the_style_encoder_and_lets_the_style_through():
+    """pix2pixHD's N(0, 0.02) on the normalisation-free style encoder shrinks its signal layer by layer, so
+    two different faces get almost the same AdaIN parameters; ``style_init="pytorch"`` redraws only it."""
+    kw = dict(ngf=4, n_downsample=1, n_blocks=2, style_channels=8, style_downsample=3)
+    torch.manual_seed(0)
+    released = DenseMappingNetwork(**kw)
+    torch.manual_seed(0)
+    redrawn = DenseMappingNetwork(**kw, style_init="pytorch")
+    for (name, a), (_, b) in zip(released.named_parameters(), redrawn.named_parameters(), strict=True):
+        assert torch.equal(a, b) != name.startswith("style_encoder."), name
+    masks = _random_masks(2, 32)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    spread = {}
+    for label, dmn in (("released", released), ("pytorch", redrawn)):
+        with torch.no_grad():
+            style = dmn.encode_style(images, masks)
+        spread[label] = ((style[0] - style[1]).norm() / style.norm(dim=1).mean()).item()
+    assert spread["pytorch"] > 10 * spread["released"], spread
+    with pytest.raises(ValueError, match="style_init"):
+        DenseMappingNetwork(**kw, style_init="xavier")  # type: ignore[arg-type]
+
+
 def test_dmn_forward_backward_reaches_every_parameter():
     dmn = DenseMappingNetwork(**TINY)
     target, source = _random_masks(2, 32), _random_masks(2, 32)

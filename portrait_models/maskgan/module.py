@@ -50,6 +50,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from datamodules.labels import CELEBAMASK_PALETTE, label_to_onehot
+from portrait_models.distributed import rolled_rows, world
 from portrait_models.ema import EMA
 from portrait_models.losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_loss
 from portrait_models.losses.perceptual import PIX2PIXHD_VGG_WEIGHTS, VGG19_RELU_X_1
@@ -86,6 +87,11 @@ class MaskGAN(L.LightningModule):
             D's update, as the released code) instead of recomputing them after it; one D forward less, and
             real + fake in one D call.
         channels_last: keep networks and inputs in channels-last memory format (faster convs on GPU).
+        style_init: ``"pix2pixhd"`` draws every DMN conv from N(0, 0.02), as the released code; ``"pytorch"``
+            redraws the style encoder's convs with PyTorch's default init. The style encoder has no
+            normalisation, so at N(0, 0.02) its output shrinks layer by layer and every face starts with almost
+            the same AdaIN parameters; the short synthetic runs use ``"pytorch"`` so colour reaches the
+            generator within a few hundred batches.
         ebst_blend_d_step: EBST updates D twice per batch, on stage I's reconstruction and on stage II's blend
             (default); False updates it in stage I only (G_B still meets D on the blend).
     """
@@ -133,6 +139,7 @@ class MaskGAN(L.LightningModule):
         channels_last: bool = False,
         reuse_real_features: bool = False,
         ebst_blend_d_step: bool = True,
+        style_init: str = "pix2pixhd",
     ) -> None:
         super().__init__()
         if fusion not in ("sft", "concat"):
@@ -142,8 +149,9 @@ class MaskGAN(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.dmn = DenseMappingNetwork(
-            num_classes, 3, ngf, n_downsample, n_blocks, style_channels, style_downsample, fusion, use_mask_branch
-        )
+            num_classes, 3, ngf, n_downsample, n_blocks, style_channels, style_downsample, fusion, use_mask_branch,
+            style_init=style_init,
+        )  # fmt: skip
         self.discriminator = MaskGANDiscriminator(num_classes, 3, ndf, n_layers_d, num_d)
         self.dmn_ema = EMA(self.dmn, ema_halflife_kimg, ema_rampup)
         if not 1 <= vgg_layers <= len(VGG19_RELU_X_1):
@@ -318,6 +326,9 @@ class MaskGAN(L.LightningModule):
 
     def _reference_masks(self, onehot: Tensor) -> Tensor:
         """M_ref: another mask of the batch (rolled by one); with batch size 1 the previous batch's mask."""
+        if world()[0] > 1:  # DDP: the neighbour in the global batch, as on one process (labels gathered, uint8)
+            labels = rolled_rows(onehot.argmax(1).to(torch.uint8)).long()
+            return label_to_onehot(labels, self.hparams.num_classes).to(onehot.dtype)
         if onehot.shape[0] > 1:
             return onehot.roll(1, dims=0)
         previous = self._previous_mask if self._previous_mask is not None else onehot
@@ -403,11 +414,14 @@ class MaskGAN(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
         samples = self.metric_samples(batch)
         size = samples["real"].shape[0]
-        self.log("val/l1", F.l1_loss(samples["fake"], samples["real"]), prog_bar=True, batch_size=size)
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log(
+            "val/l1", F.l1_loss(samples["fake"], samples["real"]), prog_bar=True, batch_size=float(size), sync_dist=True
+        )
         if self.hparams.ebst and self.phase in ("maskvae", "ebst", "done"):
             _, label, onehot = self._inputs(batch)
             logits, _, _ = self.mask_vae(onehot, sample=False)
-            self.log("val/vae_acc", (logits.argmax(1) == label).float().mean(), batch_size=size)
+            self.log("val/vae_acc", (logits.argmax(1) == label).float().mean(), batch_size=float(size), sync_dist=True)
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Tensor]) -> Tensor:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from portrait_models.distributed import randn_rows
 from portrait_models.layers.blocks import (
     AdaINResnetBlock,
     ConvNormAct,
@@ -36,6 +37,7 @@ from portrait_models.layers.norms import SFTLayer, split_adain_params
 from portrait_models.losses.kl import kl_normal_standard
 
 FusionKind = Literal["sft", "concat"]
+StyleInit = Literal["pix2pixhd", "pytorch"]
 
 
 # ============================================================================ Spatial-Aware Style Encoder
@@ -176,7 +178,9 @@ class DenseMappingNetwork(nn.Module):
     source_onehot, source_image)`` renders the target mask in the style of the source image, whose own mask is
     ``source_onehot`` (in training both masks are the ground-truth mask of the image). ``encode_style`` and
     ``generate`` split the two halves, so one style vector can render several target masks (EBST renders three
-    masks with the same style).
+    masks with the same style). ``style_init="pytorch"`` redraws the style encoder's convs with PyTorch's default
+    init after pix2pixHD's N(0, 0.02) (which, in a normalisation-free encoder, gives every face almost the same
+    style at the start); the default keeps the released code's init.
     """
 
     def __init__(
@@ -192,8 +196,11 @@ class DenseMappingNetwork(nn.Module):
         use_mask_branch: bool = True,
         adain_eps: float = 1e-5,
         init_weights: bool = True,
+        style_init: StyleInit = "pix2pixhd",
     ) -> None:
         super().__init__()
+        if style_init not in ("pix2pixhd", "pytorch"):
+            raise ValueError(f"style_init must be 'pix2pixhd' or 'pytorch', got {style_init!r}")
         widths = pix2pixhd_widths(ngf, n_downsample)
         self.num_classes = num_classes
         self.n_downsample = n_downsample
@@ -214,6 +221,10 @@ class DenseMappingNetwork(nn.Module):
         )
         if init_weights:
             init_pix2pixhd_weights(self)
+            if style_init == "pytorch":  # redraw the style encoder's convs with PyTorch's own default
+                for m in self.style_encoder.modules():
+                    if isinstance(m, nn.Conv2d):
+                        m.reset_parameters()
 
     @property
     def num_adain_params(self) -> int:
@@ -376,7 +387,7 @@ class MaskVAE(nn.Module):
     @staticmethod
     def reparameterize(mu: Tensor, logvar: Tensor) -> Tensor:
         """``z = mu + eps * exp(logvar / 2)``, ``eps ~ N(0, I)``."""
-        return mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return mu + randn_rows(mu) * torch.exp(0.5 * logvar)  # DDP: the global batch's draw
 
     def decode(self, z: Tensor) -> Tensor:
         """(B, latent_dim) -> (B, num_classes, S, S) logits."""
