@@ -9,6 +9,11 @@ UV      := $(shell command -v uv 2>/dev/null)
 DATA    ?=
 ARGS    ?=
 
+# pytest-xdist workers for the test targets: each test runs one torch thread (tests/conftest.py), so two workers
+# use both cores of a CI machine; a test module stays on one worker (its module-scoped fixtures train once).
+TEST_JOBS ?= 2
+XDIST   := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope,)
+
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
 
@@ -35,8 +40,8 @@ lock: ## re-resolve requirements.lock from pyproject.toml
 
 # ------------------------------------------------------------------------------------------ quality
 .PHONY: test
-test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser/reliability tests; WANDB disabled)
-	WANDB_MODE=disabled $(PY) -m pytest -m "not slow and not gpu and not ddp and not browser and not reliability" -q $(ARGS)
+test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser/reliability tests; WANDB disabled; TEST_JOBS=2 workers)
+	WANDB_MODE=disabled $(PY) -m pytest $(XDIST) -m "not slow and not gpu and not ddp and not browser and not reliability" -q $(ARGS)
 
 .PHONY: test-reliability
 test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/SLURM-requeue exact resume
@@ -44,11 +49,11 @@ test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/
 
 .PHONY: test-slow
 test-slow: $(STAMP) ## the slow tests only
-	WANDB_MODE=disabled $(PY) -m pytest -m "slow" -q $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest $(XDIST) -m "slow" -q $(ARGS)
 
 .PHONY: test-all
 test-all: $(STAMP) ## every CPU test, slow ones included
-	WANDB_MODE=disabled $(PY) -m pytest -m "not gpu" -q $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest $(XDIST) -m "not gpu" -q $(ARGS)
 
 .PHONY: test-browser
 test-browser: $(STAMP) ## the browser editor in a real headless Chromium (installs Debian's chromium via apt if missing)
