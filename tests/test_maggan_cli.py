@@ -17,6 +17,7 @@ from experiments.sweep import load_sweep, sweep_experiment
 from portrait_models.maggan import MagGAN
 from portrait_models.maggan.editing import (
     attribute_change,
+    conflict_free_flip,
     load_maggan,
     parse_assignments,
     read_face,
@@ -110,6 +111,21 @@ def test_attribute_change_is_scaled_target_minus_source():
     expected[0, EDIT_ATTRIBUTES.index("Blond_Hair")] = 0.5
     expected[0, EDIT_ATTRIBUTES.index("Eyeglasses")] = -0.5
     assert torch.equal(diff, expected)
+
+
+def test_conflict_free_flip_turns_the_other_hair_colours_off_only_where_blond_turns_on():
+    def att(*names):
+        row = torch.zeros(C)
+        row[[EDIT_ATTRIBUTES.index(n) for n in names]] = 1.0
+        return row
+
+    brown, blond, bald = att("Brown_Hair", "Male"), att("Blond_Hair"), att("Bald", "Male")
+    diff = conflict_free_flip(torch.stack([brown, blond, bald]), "Blond_Hair")
+    expected = torch.stack([att("Blond_Hair") - att("Brown_Hair"), -att("Blond_Hair"), att("Blond_Hair")])
+    assert torch.equal(diff, expected)
+    with_bangs = conflict_free_flip(att("Bangs", "Black_Hair")[None], "Bald")
+    assert torch.equal(with_bangs[0], att("Bald") - att("Bangs"))
+    assert torch.equal(conflict_free_flip(brown[None], "Eyeglasses")[0], att("Eyeglasses"))  # no rule: a plain flip
 
 
 @pytest.mark.parametrize("row", sorted(TABLE3_ROWS))

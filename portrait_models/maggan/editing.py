@@ -6,6 +6,8 @@
 - :func:`source_attributes`: the 13 source attributes, from the critic's own attribute classifier unless given.
 - :func:`attribute_change`: ``att_diff = (target − source)·intensity`` for the attributes set (STGAN's slide
   test: continuous intensities, ``intensity`` 0.5 = half-way, > 1 exaggerates); unset attributes stay 0.
+- :func:`conflict_free_flip`: one attribute flipped with STGAN's test-time conflict rules applied to the target
+  (a hair colour turned on turns the other two off; Bald and Bangs exclude each other).
 - :func:`edit_face`: ``G(x, att_diff, masks)``.
 """
 
@@ -114,6 +116,29 @@ def attribute_change(att_source: Tensor, targets: Mapping[str, float], intensity
         i = EDIT_ATTRIBUTES.index(name)
         att_diff[:, i] = (value - att_source[:, i]) * intensity
     return att_diff
+
+
+#: STGAN's ``check_attribute_conflict`` rules restricted to the 13 edited attributes: an attribute turned on
+#: turns these off in the target (training targets are real attribute vectors, so they never conflict).
+CONFLICTS: dict[str, tuple[str, ...]] = {
+    "Bald": ("Bangs",),
+    "Bangs": ("Bald",),
+    "Black_Hair": ("Blond_Hair", "Brown_Hair"),
+    "Blond_Hair": ("Black_Hair", "Brown_Hair"),
+    "Brown_Hair": ("Black_Hair", "Blond_Hair"),
+}
+
+
+def conflict_free_flip(att_source: Tensor, name: str) -> Tensor:
+    """``att_diff`` (B, 13) that flips ``name`` (``1 − att``) and, on the faces where it turns on, turns off the
+    attributes of ``CONFLICTS[name]`` (STGAN's test targets); a plain single flip is ``1 − 2·att`` on ``name`` alone."""
+    target = att_source.clone()
+    i = EDIT_ATTRIBUTES.index(name)
+    target[:, i] = 1 - att_source[:, i]
+    turned_on = target[:, i] > 0.5
+    for other in CONFLICTS.get(name, ()):
+        target[turned_on, EDIT_ATTRIBUTES.index(other)] = 0
+    return target - att_source
 
 
 @torch.no_grad()
