@@ -20,15 +20,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
-
-def world() -> tuple[int, int]:
-    """(world size, rank) of the default process group, (1, 0) outside distributed runs."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+from portrait_models.distributed import world
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:
@@ -101,6 +95,12 @@ class ShardSampler(DistributedSampler):
 
     def __init__(self, dataset: Dataset) -> None:
         num_replicas, rank = world()
+        if len(dataset) < num_replicas:  # type: ignore[arg-type]
+            where = getattr(dataset, "root", None)
+            raise ValueError(
+                f"an evaluation split{f' of {where}' if where else ''} has {len(dataset)} items, fewer than the "  # type: ignore[arg-type]
+                f"{num_replicas} processes: a process without items would never join the metric sync"
+            )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
         self.num_samples = len(range(rank, len(dataset), num_replicas))  # type: ignore[arg-type]
 

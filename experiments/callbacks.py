@@ -22,7 +22,12 @@ import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.layer_sync import LayerSync
+from torch import Tensor, nn
+from torch.distributed.nn.functional import all_reduce
 from torchvision.utils import save_image
+
+from portrait_models.distributed import world
 
 
 class SampleGrid(pl.Callback):
@@ -83,6 +88,23 @@ class SampleGrid(pl.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.save(trainer, pl_module, trainer.fit_loop.epoch_loop.total_batch_idx + 1)
+
+
+class FreshStepMetrics(pl.Callback):
+    """Each logged training row holds the values logged in that batch only.
+
+    Lightning keeps the last value of every step metric logged earlier in the epoch and writes it again in the
+    rows of later batches: a MaskGAN row of the DMN phase repeated the MaskVAE terms of the batch before, a
+    Gu et al. unpaired row the D terms of the last paired one. Those rows reported values not computed at that
+    batch, and after a mid-epoch resume (which starts with no earlier values) the first rows differed from the
+    uninterrupted run's. Clearing the cached step values of ``training_step`` before each batch drops them.
+    """
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        results = trainer._results  # Lightning's result collection of the running loop
+        for metric in results.values() if results is not None else ():
+            if metric.meta.fx == "training_step" and metric.meta.on_step and not metric.meta.on_epoch:
+                metric._forward_cache = None
 
 
 class EpochSeed(pl.Callback):
@@ -216,6 +238,31 @@ class PeriodicCheckpoint(BatchStartCheckpoint):
         self.saved_at = int(state_dict.get("saved_at", 0))
 
 
+class FinalCheckpoint(BatchStartCheckpoint):
+    """Write ``path`` (``last.ckpt``) when training ends normally and no checkpoint holds the final state yet (a
+    run that stops on ``max_steps`` or on its own schedule before its first validation would leave none).
+
+    ``on_train_end`` runs only after a normal end: a run stopped by the non-finite guard (or preempted) raises
+    first, so a diverged state still never reaches ``last.ckpt``. The state saved is the one after the last
+    batch, as a batch-start save sees it (see :func:`save_last`), so ``run.ckpt_path=last`` continues from it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def saved_step(self) -> int | None:
+        """The global step ``path`` holds (None: no readable file)."""
+        try:
+            return int(torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+        except Exception:  # noqa: BLE001 - absent or unreadable: write it
+            return None
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        stale = trainer.is_global_zero and self.saved_step() != trainer.global_step
+        if trainer.strategy.broadcast(stale, 0):  # every rank takes part in the save
+            save_last(trainer, self.path, "training ended")
+
+
 # -------------------------------------------------------------------------------- non-finite guard
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the run stopped before saving that state."""
@@ -338,3 +385,54 @@ class SlurmRequeue(BatchStartCheckpoint):
                 requeued = "; scontrol not found, not requeued (resume with run.ckpt_path=last)"
             print(f"preempted{requeued}", file=sys.stderr, flush=True)
         raise Preempted(f"saved {self.path} on signal {self.signum}{requeued}")
+
+
+# --------------------------------------------------------------------------------- DDP BatchNorm
+class _GlobalBatchStats:
+    """Mixed into a BatchNorm class: in training under a process group, normalise with the statistics of the
+    global batch (sum and squared deviations all-reduced, gradients flowing back through the reductions), so W
+    ranks with batch B normalise as one process with batch W·B does. Outside DDP, or in eval mode, the base
+    class's forward."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or world()[0] == 1:
+            return super().forward(x)  # type: ignore[misc]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = x.new_full((1,), x.numel() // x.shape[1])
+        total = all_reduce(torch.cat([x.sum(dims), count]))
+        n = total[-1]
+        mean = total[:-1] / n
+        centred = x - mean.view(shape)
+        var = all_reduce(centred.square().sum(dims)) / n  # biased, as BatchNorm normalises
+        if self.track_running_stats and self.running_mean is not None:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.lerp_(mean.detach(), m)
+                self.running_var.lerp_(var.detach() * n / (n - 1), m)  # unbiased, as BatchNorm tracks
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+class GlobalBatchNorm(LayerSync):
+    """``trainer.sync_batchnorm=true`` on CPU (gloo), where ``torch.nn.SyncBatchNorm`` refuses to run: every
+    BatchNorm layer's class is switched in place to a subclass with :class:`_GlobalBatchStats`, so parameters,
+    buffers, optimizer references and state-dict keys stay as they are; :meth:`revert` switches back."""
+
+    _classes: dict[type, type] = {}
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            cls = type(module)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and not issubclass(cls, _GlobalBatchStats):
+                if cls not in self._classes:
+                    self._classes[cls] = type(f"Global{cls.__name__}", (_GlobalBatchStats, cls), {})
+                module.__class__ = self._classes[cls]
+        return model
+
+    def revert(self, model: nn.Module) -> nn.Module:
+        for module in model.modules():
+            if isinstance(module, _GlobalBatchStats):
+                module.__class__ = next(c for c in type(module).__mro__[1:] if not issubclass(c, _GlobalBatchStats))
+        return model

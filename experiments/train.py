@@ -30,6 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 from experiments.callbacks import (
     AtomicCheckpointIO,
     EpochSeed,
+    FinalCheckpoint,
+    FreshStepMetrics,
+    GlobalBatchNorm,
     NonFiniteGuard,
     NonFiniteLossError,
     PeriodicCheckpoint,
@@ -210,6 +213,8 @@ def make_callbacks(cfg: DictConfig, run_dir: Path) -> list[pl.Callback]:
         # last.ckpt: rewritten at every validation / epoch end, what run.ckpt_path=last resumes from
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False),
         SampleGrid(run_dir / "samples", every_n_steps=run.sample_every_n_steps, num_images=run.num_sample_images),
+        FinalCheckpoint(last),  # ... and when training ends, if no save holds the final state (no validation yet)
+        FreshStepMetrics(),  # a logged row holds its own batch's values, not earlier batches' (exact resume)
     ]  # fmt: skip
     if run.save_every_n_steps:
         callbacks.append(
@@ -283,6 +288,10 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
     loggers = make_loggers(cfg, run_dir, run_name, resuming=ckpt_path is not None) if not run.dry_run else []
     trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     plugins: list[Any] = [AtomicCheckpointIO()]
+    on_cpu = trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    if trainer_kwargs.get("sync_batchnorm") and on_cpu:  # torch's SyncBatchNorm needs a GPU; gloo gets ours
+        trainer_kwargs["sync_batchnorm"] = False
+        plugins.append(GlobalBatchNorm())
     if job is not None:  # ranks and nodes from SLURM; the requeue signal is handled by SlurmRequeue
         plugins.append(SLURMEnvironment(auto_requeue=False))
     trainer = pl.Trainer(

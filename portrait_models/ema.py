@@ -13,6 +13,8 @@ import copy
 import torch
 from torch import nn
 
+from portrait_models.distributed import world
+
 
 class EMA(nn.Module):
     """Holds ``averaged``, a frozen copy of a network that tracks its weights."""
@@ -37,6 +39,8 @@ class EMA(nn.Module):
 
     @torch.no_grad()
     def update(self, network: nn.Module, batch_size: int) -> None:
+        """``batch_size``: this process's batch; under DDP the half-life counts the global batch (× world size)."""
+        batch_size = batch_size * world()[0]
         self.images_seen += batch_size
         beta = self.beta(batch_size)
         averaged = dict(self.averaged.named_parameters())

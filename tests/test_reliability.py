@@ -136,6 +136,21 @@ def test_nan_term_stops_the_run_and_keeps_the_last_good_checkpoint(experiment, t
     assert all(torch.isfinite(v).all() for v in saved["state_dict"].values() if v.is_floating_point())
 
 
+@pytest.mark.reliability
+def test_a_run_that_ends_before_its_first_validation_leaves_last_ckpt_to_resume(tmp_path, monkeypatch):
+    """The parser's smoke run stops on max_steps=2 inside its first epoch: no validation, no epoch end."""
+    monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))
+    out = [f"run.out_dir={tmp_path / 'runs'}", "run.sample_every_n_steps=0"]
+    first = train("parser_unet_synthetic_64", out, smoke=True)
+    assert first.trainer.global_step == 2 and not any(k.startswith("val/") for k in first.trainer.callback_metrics)
+    ckpt = first.run_dir / "checkpoints" / "last.ckpt"
+    saved = state_of(ckpt)
+    assert saved["global_step"] == 2
+    assert_same_state(saved["state_dict"], first.module.state_dict(), "last.ckpt vs the trained module")
+    resumed = train("parser_unet_synthetic_64", [*out, "run.ckpt_path=last", "trainer.max_steps=3"], smoke=True)
+    assert resumed.run_dir == first.run_dir and state_of(ckpt)["global_step"] == 3
+
+
 # ------------------------------------------------------------------------------- kill and resume
 def command(experiment: str, out: Path, *extra: str) -> list[str]:
     return [

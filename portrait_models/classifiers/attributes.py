@@ -203,7 +203,13 @@ class AttributeClassifier(LightningModule):
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         logits, targets = self(batch["image"]), self.targets(batch)
-        self.log("val/loss", F.binary_cross_entropy_with_logits(logits, targets))
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log(
+            "val/loss",
+            F.binary_cross_entropy_with_logits(logits, targets),
+            batch_size=float(len(targets)),
+            sync_dist=True,
+        )
         self.val_accuracy.update(logits, targets)
 
     def on_validation_epoch_end(self) -> None:

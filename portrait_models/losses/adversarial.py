@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from portrait_models.distributed import rand_rows
+
 GANLossKind = Literal["vanilla", "lsgan", "hinge", "wgan"]
 ScaleOutputs = Tensor | Sequence[Tensor] | Sequence[Tensor | Sequence[Tensor]]
 ScaleReduction = Literal["sum", "mean"]
@@ -158,7 +160,7 @@ def gradient_penalty(
     if real.shape != fake.shape:
         raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} must have the same shape")
     if alpha is None:
-        alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
+        alpha = rand_rows(real.shape[0], device=real.device, dtype=real.dtype)  # DDP: the global batch's draw
     if alpha.dim() == 1:
         alpha = alpha.view(-1, *([1] * (real.dim() - 1)))
     x_hat = torch.lerp(fake.detach(), real.detach(), alpha).requires_grad_(True)

@@ -12,14 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from portrait_models.distributed import rand_rows, shuffled_rows
 from portrait_models.losses import gradient_penalty
 from portrait_models.maggan.networks import AttributeCondition, DiscriminatorOutput, preserved_mask_at
 
 
 def shuffled_targets(att_source: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """STGAN's training targets: the batch's own attribute vectors in a random order (no conflict check)."""
-    perm = torch.randperm(att_source.shape[0], generator=generator, device="cpu").to(att_source.device)
-    return att_source[perm]
+    return shuffled_rows(att_source, generator)  # under DDP a shuffle of the global batch, as on one process
 
 
 def attribute_difference(att_source: Tensor, att_target: Tensor, thres_int: float = 0.5) -> Tensor:
@@ -67,7 +67,7 @@ def multilevel_gradient_penalty(
     """Mean over levels of WGAN-GP (eq. 7) at each level's own input, with one α per sample for all levels
     (interpolating and then resizing equals resizing and then interpolating: the resize is linear)."""
     if alpha is None:
-        alpha = torch.rand(real_levels[0].shape[0], device=real_levels[0].device)
+        alpha = rand_rows(real_levels[0].shape[0], device=real_levels[0].device)
     penalties = [
         gradient_penalty(critic, real.float(), fake.float(), alpha=alpha.to(torch.float32))
         for critic, real, fake in zip(level_critics, real_levels, fake_levels, strict=True)

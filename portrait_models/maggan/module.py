@@ -279,12 +279,13 @@ class MagGAN(L.LightningModule):
         image, att_source, masks = self.inputs(batch)
         recon = self.edit(image, torch.zeros_like(att_source), masks)
         size = image.shape[0]
-        self.log("val/rec_l1", F.l1_loss(recon, image), prog_bar=True, batch_size=size)
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log("val/rec_l1", F.l1_loss(recon, image), prog_bar=True, batch_size=float(size), sync_dist=True)
         edited = self.single_flips(image, att_source, masks)
         full = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=False)
         cond = self.generator.condition
         mre = mask_aware_reconstruction_error(image, edited, full, 1 - 2 * att_source, cond.ar_plus, cond.ar_minus)
-        self.log("val/mre", mre, prog_bar=True, batch_size=size)
+        self.log("val/mre", mre, prog_bar=True, batch_size=float(size), sync_dist=True)
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Any]) -> Tensor:

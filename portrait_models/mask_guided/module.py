@@ -496,11 +496,12 @@ class MaskGuidedSystem(L.LightningModule):
         image, label = batch["image"], batch["label"]
         recon = self.reconstruct(image, label)
         size = image.shape[0]
-        self.log("val/recon_mse", F.mse_loss(recon, image), prog_bar=True, batch_size=size)
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log("val/recon_mse", F.mse_loss(recon, image), prog_bar=True, batch_size=float(size), sync_dist=True)
         if self.parser is not None and size > 1:
             swapped = self.swap(image.roll(1, 0), label.roll(1, 0), image, label)
             accuracy = (parser_logits(self.parser, swapped).argmax(1) == label).float().mean()
-            self.log("val/parse_acc_train_parser", accuracy, batch_size=size)
+            self.log("val/parse_acc_train_parser", accuracy, batch_size=float(size), sync_dist=True)
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Tensor]) -> Tensor:

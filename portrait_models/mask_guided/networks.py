@@ -33,6 +33,7 @@ from typing import Literal, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from portrait_models.distributed import randn_rows
 from portrait_models.layers.blocks import ConvNormAct, ResnetBlock, c7s1, downsample_stack, init_pix2pixhd_weights
 from portrait_models.layers.discriminators import MultiscaleDiscriminator
 from portrait_models.mask_guided.components import (
@@ -194,7 +195,7 @@ class ComponentAutoencoder(nn.Module):
     def encode(self, crop: Tensor, sample: bool) -> Codes:
         """(μ, log σ², z) with ``z = μ + ε·exp(½ log σ²)`` when ``sample`` (training), else ``z = μ``."""
         mu, logvar = self.encoder(crop)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if sample else mu
+        z = mu + randn_rows(mu) * (0.5 * logvar).exp() if sample else mu  # DDP: the global batch's draw
         return Codes(mu, logvar, z)
 
 

@@ -231,7 +231,8 @@ class FaceParser(L.LightningModule):
         images, label = self._unpack(batch)
         logits = self(images)
         loss = pixel_cross_entropy(logits, label, self.hparams.ignore_index)
-        self.log(f"{prefix}/loss", loss, batch_size=images.shape[0], sync_dist=True)
+        # batch_size as a float: Lightning's synced mean floors an integer item count (3 items on 2 ranks -> 1)
+        self.log(f"{prefix}/loss", loss, batch_size=float(images.shape[0]), sync_dist=True)
         metric.update(logits.argmax(dim=1), label)
 
     def _log_metrics(self, metric: ParsingAccuracy, prefix: str) -> None:
