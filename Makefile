@@ -47,6 +47,10 @@ test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser/reliability tests; WA
 test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/SLURM-requeue exact resume
 	WANDB_MODE=disabled $(PY) -m pytest -m "reliability" -q $(ARGS)
 
+.PHONY: test-ddp
+test-ddp: $(STAMP) ## DDP parity per system: 2 gloo processes on CPU vs 1 process with the same global batch
+	WANDB_MODE=disabled $(PY) -m pytest -m "ddp" -q $(ARGS)
+
 .PHONY: test-slow
 test-slow: $(STAMP) ## the slow tests only
 	WANDB_MODE=disabled $(PY) -m pytest $(XDIST) -m "slow" -q $(ARGS)
