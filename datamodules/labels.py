@@ -229,3 +229,42 @@ def snap_to_palette(
                 f" two; expected a colour mask in the project palette (labels.CELEBAMASK_PALETTE, {len(pal)} classes)"
             )
     return label.reshape(height, width).astype(np.int64)
+
+
+def read_mask_png(
+    path,
+    num_classes: int = NUM_CELEBAMASK_CLASSES,
+    to_classes: np.ndarray | None = None,
+    classes_help: str = "a label PNG holds values 0..18 in the official CelebAMask-HQ order (or save the mask as "
+    "a colour PNG in the project palette)",
+) -> np.ndarray:
+    """A user's mask file -> (H, W) int64 labels, the one reader behind every editing command and the editor.
+
+    A label PNG (one channel, or several equal channels) holds class values ``< num_classes``; any other
+    picture is a colour mask in the project palette (``CELEBAMASK_PALETTE``, anti-aliased or lossy edges snapped
+    by :func:`snap_to_palette`) whose CelebAMask-HQ labels ``to_classes`` maps to the caller's vocabulary (e.g.
+    ``CELEBAMASK_TO_HELEN``). Every failure is one ``FileNotFoundError``/``ValueError`` naming the file;
+    ``classes_help`` says what a label PNG should hold.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mask not found: {path}")
+    try:
+        raw = np.asarray(Image.open(path))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot decode the mask ({err})") from None
+    grey = raw.ndim == 2 or raw.shape[2] < 3 or all(np.array_equal(raw[..., 0], raw[..., c]) for c in (1, 2))
+    if grey:
+        label = (raw if raw.ndim == 2 else raw[..., 0]).astype(np.int64)
+        if label.max() >= num_classes:
+            raise ValueError(f"{path}: label value {int(label.max())} is not a class; {classes_help}")
+        return label
+    try:
+        label = snap_to_palette(raw[..., :3])
+    except ValueError as err:
+        raise ValueError(f"{path}: colour mask not in the project palette: {err}") from None
+    return label if to_classes is None else np.asarray(to_classes)[label].astype(np.int64)

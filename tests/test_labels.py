@@ -58,3 +58,28 @@ def test_bad_labels_are_named():
     color[1, 2] = (1, 2, 3)
     with pytest.raises(ValueError, match=r"1 pixels are not palette colours \(first at x=2, y=1"):
         L.color_to_label(color)
+
+
+def test_read_mask_png_reads_label_grey_alpha_and_colour_masks_and_names_bad_files(tmp_path):
+    from PIL import Image
+
+    from datamodules.labels import CELEBAMASK_PALETTE, CELEBAMASK_TO_HELEN, read_mask_png
+
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 3:7] = 13  # hair
+    label[6:, :] = 4  # l_eye
+    Image.fromarray(label).save(tmp_path / "label.png")
+    Image.fromarray(np.stack([label, np.full_like(label, 255)], -1), "LA").save(tmp_path / "alpha.png")
+    Image.fromarray(CELEBAMASK_PALETTE[label].astype(np.uint8)).save(tmp_path / "colour.png")
+    for name in ("label.png", "alpha.png", "colour.png"):
+        np.testing.assert_array_equal(read_mask_png(tmp_path / name), label)
+    np.testing.assert_array_equal(
+        read_mask_png(tmp_path / "colour.png", 11, CELEBAMASK_TO_HELEN), CELEBAMASK_TO_HELEN[label]
+    )
+    with pytest.raises(ValueError, match=r"label.png: label value 13 is not a class; Helen"):
+        read_mask_png(tmp_path / "label.png", 11, CELEBAMASK_TO_HELEN, "Helen labels are 0..10")
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(ValueError, match=r"broken.png: cannot decode the mask"):
+        read_mask_png(tmp_path / "broken.png")
+    with pytest.raises(FileNotFoundError, match=r"mask not found: .*missing.png"):
+        read_mask_png(tmp_path / "missing.png")

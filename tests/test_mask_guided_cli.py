@@ -75,7 +75,7 @@ def test_edit_cli_runs_the_three_applications(checkpoint, files, tmp_path, capsy
 
 def test_read_label_rejects_non_helen_values(tmp_path):
     Image.fromarray(np.full((8, 8), 15, dtype=np.uint8)).save(tmp_path / "bad.png")
-    with pytest.raises(ValueError, match="not a Helen class"):
+    with pytest.raises(ValueError, match="is not a class; a Helen label PNG"):
         read_label(tmp_path / "bad.png", 8)
     with pytest.raises(FileNotFoundError):
         read_image(tmp_path / "absent.png", 8)

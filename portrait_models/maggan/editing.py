@@ -23,7 +23,7 @@ from PIL import Image
 from torch import Tensor
 
 from datamodules.base import read_rgb
-from datamodules.labels import EDIT_ATTRIBUTES, NUM_CELEBAMASK_CLASSES, snap_to_palette
+from datamodules.labels import EDIT_ATTRIBUTES, NUM_CELEBAMASK_CLASSES, read_mask_png
 from datamodules.soft_masks import load_soft_mask
 
 
@@ -56,14 +56,7 @@ def read_soft_masks(path: str | Path) -> Tensor:
         raise FileNotFoundError(f"mask not found: {path}")
     if path.suffix == ".npz":
         return load_soft_mask(path.parent, path.stem).unsqueeze(0)
-    try:
-        raw = np.asarray(Image.open(path))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot decode the mask ({err})") from None
-    grey = raw.ndim == 2 or all(np.array_equal(raw[..., 0], raw[..., c]) for c in (1, 2))
-    label = (raw if raw.ndim == 2 else raw[..., 0]) if grey else snap_to_palette(raw[..., :3])
-    if label.max() >= NUM_CELEBAMASK_CLASSES:
-        raise ValueError(f"{path}: label value {int(label.max())} is not one of the 19 classes (0..18)")
+    label = read_mask_png(path, classes_help="a label PNG holds values 0..18 (or a palette colour PNG)")
     onehot = F.one_hot(torch.from_numpy(label.astype(np.int64)), NUM_CELEBAMASK_CLASSES)
     return onehot.permute(2, 0, 1).float().unsqueeze(0)
 

@@ -26,7 +26,7 @@ from PIL import Image
 from torch import Tensor
 
 from datamodules.base import read_rgb
-from datamodules.labels import CELEBAMASK_TO_HELEN, NUM_HELEN_CLASSES, snap_to_palette
+from datamodules.labels import CELEBAMASK_TO_HELEN, NUM_HELEN_CLASSES, read_mask_png
 from portrait_models.mask_guided.components import COMPONENTS
 from portrait_models.mask_guided.module import MaskGuidedSystem
 
@@ -60,30 +60,13 @@ def read_image(path: str | Path, size: int) -> Tensor:
 def read_label(path: str | Path, size: int) -> Tensor:
     """A Helen mask PNG -> (1, size, size) int64 (nearest resize): a label PNG with values 0..10, or a colour
     PNG in the project palette (CelebAMask-HQ colours, mapped to Helen's classes)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        raw = np.asarray(Image.open(path))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot decode the mask ({err})") from None
-    colour = (
-        raw.ndim == 3
-        and raw.shape[2] >= 3
-        and not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]))
+    label = read_mask_png(
+        path,
+        NUM_HELEN_CLASSES,
+        CELEBAMASK_TO_HELEN,
+        "a Helen label PNG holds values 0..10 (0 bg, 1 skin, 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth,"
+        " 9 lower lip, 10 hair)",
     )
-    if colour:
-        try:
-            label = CELEBAMASK_TO_HELEN[snap_to_palette(raw[..., :3])]
-        except ValueError as err:
-            raise ValueError(f"{path}: colour mask not in the project palette: {err}") from None
-    else:
-        label = raw[..., 0] if raw.ndim == 3 else raw
-        if label.max() >= NUM_HELEN_CLASSES:
-            raise ValueError(
-                f"{path}: label value {int(label.max())} is not a Helen class; expected values 0..10 (0 bg, 1 skin,"
-                " 2/3 brows, 4/5 eyes, 6 nose, 7 upper lip, 8 inner mouth, 9 lower lip, 10 hair)"
-            )
     resized = Image.fromarray(label.astype(np.uint8)).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(resized).astype(np.int64)).unsqueeze(0)
 

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from datamodules.labels import CLASS_INDEX, NUM_CELEBAMASK_CLASSES, label_to_onehot, snap_to_palette
+from datamodules.labels import CLASS_INDEX, label_to_onehot, read_mask_png
 
 MOUTH_PARTS = ("mouth", "u_lip", "l_lip")
 
@@ -55,29 +55,7 @@ def read_mask(path: str | Path, size: int) -> Tensor:
     a colour PNG in the project's palette (``labels.CELEBAMASK_PALETTE``); anti-aliased or lossily saved colour
     edges snap to the nearest class colour.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"mask not found: {path}")
-    try:
-        raw = np.asarray(Image.open(path))
-    except OSError as err:
-        raise ValueError(f"{path}: cannot decode the mask ({err})") from None
-    if (
-        raw.ndim == 3
-        and raw.shape[2] >= 3
-        and not (np.array_equal(raw[..., 0], raw[..., 1]) and np.array_equal(raw[..., 0], raw[..., 2]))
-    ):
-        try:
-            label = snap_to_palette(raw[..., :3])
-        except ValueError as err:
-            raise ValueError(f"{path}: colour mask not in the project palette: {err}") from None
-    else:
-        label = raw[..., 0] if raw.ndim == 3 else raw
-        if label.max() >= NUM_CELEBAMASK_CLASSES:
-            raise ValueError(
-                f"{path}: label value {int(label.max())} is not a class; a label PNG holds values 0..18 in the"
-                " official CelebAMask-HQ order (or save the mask as a colour PNG in the project palette)"
-            )
+    label = read_mask_png(path)
     resized = Image.fromarray(label.astype(np.uint8)).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(resized).astype(np.int64)).unsqueeze(0)
 
