@@ -49,7 +49,7 @@ test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/
 
 .PHONY: test-ddp
 test-ddp: $(STAMP) ## DDP parity per system: 2 gloo processes on CPU vs 1 process with the same global batch
-	WANDB_MODE=disabled $(PY) -m pytest -m "ddp" -q $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest -m "ddp and not slow" -q $(ARGS)
 
 .PHONY: test-slow
 test-slow: $(STAMP) ## the slow tests only

@@ -24,18 +24,10 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from test_reliability import distinct_systems
 
 import experiments.train as runner
-from experiments.config import available_experiments, compose, instantiate
-
-
-def one_per_model() -> list[str]:
-    """One experiment per model class, preferring the synthetic-world configs."""
-    chosen: dict[str, str] = {}
-    for name in sorted(available_experiments(), key=lambda n: ("synthetic" not in n, n)):
-        chosen.setdefault(compose(name, []).model._target_, name)
-    return sorted(chosen.values())
-
+from experiments.config import compose, instantiate
 
 RUN = [
     "trainer.max_steps=-1",
@@ -59,7 +51,10 @@ DATA = {"portraitgan_synthetic_64": []}
 EXTRA = {"maskgan_synthetic_64": ["trainer.limit_train_batches=2"]}
 # Open (measured 2 Dec): Gu et al. pair each sample with π(b), another sample of the batch whose component
 # features it borrows (gradients flow into both); under DDP the pairing is drawn within each rank's batch.
-PER_RANK_PAIRING = {"mask_guided_synthetic_64"}
+PER_RANK_PAIRING = {
+    "mask_guided_synthetic_64": "the pairing π is drawn within each rank's batch; measured 2 Dec: D2's first gradient "
+    "of discriminator2.discriminators.0.layers.0.conv.weight differs by 10% (‖Δ‖ 0.0154, ‖g‖ 0.155)"
+}
 
 # float32: the all-reduced sum of 2 ranks and the sum over one batch of 2·B differ in the last bits. The first
 # gradient of every optimizer must agree to GRAD_RTOL (relative, per tensor). Adam's first steps are close to
@@ -124,10 +119,16 @@ def state(run_dir: Path) -> dict:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("experiment", one_per_model())
+@pytest.mark.parametrize(
+    "experiment",
+    [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=PER_RANK_PAIRING[name]))
+        if name in PER_RANK_PAIRING
+        else name
+        for name in distinct_systems()
+    ],
+)
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experiment, tmp_path, monkeypatch):
-    if experiment in PER_RANK_PAIRING:
-        pytest.xfail(f"{experiment}: the sample pairing π is drawn within each rank's batch (open)")
     monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))
     grads = {n: tmp_path / f"grads{n}.pt" for n in (1, 2)}
     make_callbacks = runner.make_callbacks
