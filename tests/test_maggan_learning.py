@@ -19,6 +19,7 @@ from datamodules.synthetic import SyntheticFaceWorld
 from metrics.functional.image import psnr_per_image, to_unit_range
 from metrics.functional.mre import mask_aware_reconstruction_error
 from portrait_models.maggan import MagGAN
+from portrait_models.maggan.editing import conflict_free_flip
 
 HAIR, HAT = CLASS_INDEX["hair"], CLASS_INDEX["hat"]
 BLOND = EDIT_ATTRIBUTES.index("Blond_Hair")
@@ -122,13 +123,10 @@ class _TinyClassifier(nn.Module):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="measured once: edited flips judged at target 0.328 vs 0.094 unedited after 600 G steps (+0.23, below the "
-    "+0.30 margin); a longer run is needed",
-    strict=False,
-)
 def test_a_synthetic_attribute_classifier_sees_the_blond_edit(world):
-    """600 G steps (the 150 of the fast tests move hair pixels but do not yet fool a hair-colour judge)."""
+    """600 G steps (the 150 of the fast tests move hair pixels but do not yet fool a hair-colour judge). The edit
+    is STGAN's test target: Blond_Hair flipped, and where it turns on Black_Hair and Brown_Hair turned off (the
+    model only ever trained on real, conflict-free targets); the plain single flip is printed beside it."""
     maggan = train(world["train"], g_steps=600)
     torch.manual_seed(0)
     train_set, test = world["train"], world["test"]
@@ -149,9 +147,12 @@ def test_a_synthetic_attribute_classifier_sees_the_blond_edit(world):
         majority = torch.maximum(att[:, BLOND].mean(), 1 - att[:, BLOND].mean())
         assert accuracy > majority + 0.05, (float(accuracy), float(majority))  # a judge that sees hair colour
         unedited = ((classifier(test["image"]) > 0).float() == goal).float().mean()
-        edited = maggan.edit(test["image"], flip(att, BLOND), test["soft_masks"])
+        plain = maggan.edit(test["image"], flip(att, BLOND), test["soft_masks"])
+        plain_success = ((classifier(plain) > 0).float() == goal).float().mean()
+        edited = maggan.edit(test["image"], conflict_free_flip(att, "Blond_Hair"), test["soft_masks"])
         success = ((classifier(edited) > 0).float() == goal).float().mean()
-    print(f"Blond_Hair flip judged at its target: edited {float(success):.3f}, unedited {float(unedited):.3f}")
+    print(f"Blond_Hair edit judged at its target: conflict-free {float(success):.3f}, plain flip "
+          f"{float(plain_success):.3f}, unedited {float(unedited):.3f}")  # fmt: skip
     assert success > unedited + 0.3, (float(success), float(unedited))
 
 
