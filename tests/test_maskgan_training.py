@@ -176,14 +176,15 @@ def parse_accuracy(parser, images, labels, region=None):
 
 
 # The DMN of the synthetic demo's scaling rule (experiments/configs/maskgan_synthetic_64.yaml): the paper's 32x32
-# bottleneck (one downsampling at 64²), narrower; no ImageNet VGG19 here, so a pixel L1 term carries
-# reconstruction.
+# bottleneck (one downsampling at 64²), narrower, with the config's CPU deviations (pixel L1 at 100, lr 1e-3,
+# style_init pytorch, one random VGG slice). With 400 batches and the earlier lambda_l1 10, lr 2e-4, N(0, 0.02)
+# style encoder it stayed at the mean face (held-out L1 0.365 vs 0.354).
 DMN = dict(
     image_size=64, ngf=8, n_downsample=1, n_blocks=2, style_channels=8, style_downsample=3, ndf=8,
-    vgg_pretrained=False, vgg_layers=2, lr_decay=False, ebst=False, lambda_l1=10.0, ema_halflife_kimg=0.1,
-    reuse_real_features=True,
+    vgg_pretrained=False, vgg_layers=1, lr_decay=False, ebst=False, lambda_l1=100.0, lr=1e-3,
+    style_init="pytorch", ema_halflife_kimg=0.1, reuse_real_features=True,
 )  # fmt: skip
-DMN_STEPS = 400
+DMN_STEPS = 800
 
 
 @pytest.fixture(scope="module")
@@ -199,30 +200,42 @@ def trained(synthetic_parser):
     return model, synthetic_parser, (images, labels), (test_images, test_labels), after
 
 
-# Known failure, kept strict so it turns red the day it passes: measured (one thread, fixed seeds) held-out L1
-# 0.365 against the mean face's 0.354 and a constant grey's 0.389; the judge parser finds the target mask in the
-# generated faces on 0.775 of the pixels, in the real faces on 0.853, the per-pixel majority mask agrees on 0.823.
-# This 400-batch, ngf-8 DMN has not learned more than the average face; a budget that beats it is open work.
-BASELINE_GAP = "the fast-test DMN (400 batches, ngf 8) does not yet beat the mean face or the majority mask"
+def _baselines(train_labels, train_images, images, labels, parser, after):
+    return {
+        "l1": F.l1_loss(after, images).item(),
+        "mean_face_l1": F.l1_loss(train_images.mean(0, keepdim=True).expand_as(images), images).item(),
+        "grey_l1": images.abs().mean().item(),  # a constant grey (0 in [-1, 1]) output
+        "agreement": parse_accuracy(parser, after, labels),
+        "real_agreement": parse_accuracy(parser, images, labels),
+        "majority_agreement": (majority_mask(train_labels) == labels).float().mean().item(),
+    }
+
+
+@pytest.mark.slow  # the 800-batch DMN fixture takes minutes of CPU
+def test_dmn_reconstruction_beats_the_mean_face_and_grey(trained):
+    model, parser, (train_images, train_labels), (images, labels), after = trained
+    n = _baselines(train_labels, train_images, images, labels, parser, after)
+    print(f"held-out L1 {n['l1']:.3f} (mean face {n['mean_face_l1']:.3f}, grey {n['grey_l1']:.3f})")
+    # measured (one thread, fixed seeds): 0.226 against the mean face's 0.354 and grey's 0.389 (0.64x)
+    assert n["l1"] < 0.8 * min(n["mean_face_l1"], n["grey_l1"]), n
+
+
+# Known failure, kept strict so it turns red the day it passes: measured (one thread, fixed seeds) the judge
+# parser finds the target mask in the generated faces on 0.831 of the pixels, in the real faces on 0.853, and
+# the per-pixel majority mask agrees on 0.823: the outputs beat the majority mask by 0.008, not the 0.03 asked.
+PARSER_GAP = "the 800-batch ngf-8 DMN's outputs parse only 0.008 better than the majority mask (0.831 vs 0.823)"
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=BASELINE_GAP)
-def test_dmn_beats_the_input_ignoring_baselines(trained):
+@pytest.mark.xfail(strict=True, reason=PARSER_GAP)
+def test_dmn_output_parses_as_its_mask_better_than_the_majority_mask(trained):
     model, parser, (train_images, train_labels), (images, labels), after = trained
-    l1 = F.l1_loss(after, images).item()
-    mean_face_l1 = F.l1_loss(train_images.mean(0, keepdim=True).expand_as(images), images).item()
-    grey_l1 = images.abs().mean().item()  # a constant grey (0 in [-1, 1]) output
-    agreement = parse_accuracy(parser, after, labels)
-    real_agreement = parse_accuracy(parser, images, labels)
-    majority_agreement = (majority_mask(train_labels) == labels).float().mean().item()
+    n = _baselines(train_labels, train_images, images, labels, parser, after)
     print(
-        f"held-out L1 {l1:.3f} (mean face {mean_face_l1:.3f}, grey {grey_l1:.3f}); the parser finds the target mask "
-        f"in generated faces {agreement:.3f}, in real ones {real_agreement:.3f}, majority mask {majority_agreement:.3f}"
+        f"the parser finds the target mask in generated faces {n['agreement']:.3f}, in real ones "
+        f"{n['real_agreement']:.3f}, majority mask {n['majority_agreement']:.3f}"
     )
-    # measured (one thread, fixed seeds): see the README's MaskGAN section
-    assert l1 < 0.8 * min(mean_face_l1, grey_l1), (l1, mean_face_l1, grey_l1)
-    assert agreement > majority_agreement + 0.03, (agreement, majority_agreement)
+    assert n["agreement"] > n["majority_agreement"] + 0.03, n
 
 
 def _region_colour(images: Tensor, labels: Tensor, part: str) -> Tensor:
@@ -232,7 +245,10 @@ def _region_colour(images: Tensor, labels: Tensor, part: str) -> Tensor:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=f"{BASELINE_GAP}: hair colour is the source's in 7 of 12 pairs")
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured: hair colour is the source's in 10 of 12 pairs, skin colour in only 6 of 9 (0.8 asked)",
+)
 def test_style_copy_takes_hair_and_skin_colour_from_the_source(trained):
     model, _, _, (images, labels), _ = trained
     sources = torch.arange(len(images)).roll(1)  # each face's mask in the style of another face
@@ -251,7 +267,7 @@ def test_style_copy_takes_hair_and_skin_colour_from_the_source(trained):
         assert to_source.mean() < 0.5 * to_own.mean(), (part, to_source.mean(), to_own.mean())
 
 
-@pytest.mark.slow  # shares the 400-batch DMN fixture with the two tests above (minutes of CPU)
+@pytest.mark.slow  # shares the 800-batch DMN fixture with the tests above (minutes of CPU)
 def test_edit_follows_the_edited_mask(trained):
     model, parser, _, (images, labels), _ = trained
     # attribute transfer: the mouth and lips of face i+1 into face i
