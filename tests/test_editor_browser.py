@@ -391,6 +391,64 @@ def test_hair_stroke_across_the_forehead(tab, page, face_files, workdir, request
     assert inside > 3 * outside + 1.0, (inside, outside)
 
 
+def test_mask_guided_hair_transfer_from_a_donor(page, workdir, mask_guided_checkpoint):
+    """Component transfer in the Gu tab: the donor's hair code changes the hair far more than the rest and moves
+    its colour toward the donor's."""
+    from scipy.ndimage import binary_erosion
+
+    from datamodules.labels import ATTRIBUTE_INDEX
+    from datamodules.synthetic import SyntheticFaceWorld
+
+    world, faces, hair = SyntheticFaceWorld(0), [], int(CELEBAMASK_TO_HELEN[CLASS_INDEX["hair"]])
+    for index in range(20_002, 20_100):  # two unseen hatless faces with plenty of hair of clearly other colours
+        face = world.face(index, SIZE)
+        mask = face.label == CLASS_INDEX["hair"]
+        if face.attributes[ATTRIBUTE_INDEX["Wearing_Hat"]] or mask.sum() < 300:
+            continue
+        colour = face.image[mask].mean(0)
+        if not faces or np.abs(colour - faces[0][2]).sum() > 150:
+            faces.append((index, face, colour))
+        if len(faces) == 2:
+            break
+    (target_index, target, _), (_, donor, donor_colour) = faces
+    Image.fromarray(donor.image).save(workdir / "gu_donor.png")
+    Image.fromarray(CELEBAMASK_TO_HELEN[donor.label].astype(np.uint8)).save(workdir / "gu_donor_label.png")
+
+    page.locator("button[role=tab]", has_text="Mask-guided").click()
+    fill(page, "mask_guided-ckpt", str(mask_guided_checkpoint))
+    page.locator("#mask_guided-load").click()
+    wait_status(page, "mask_guided", "Loaded")
+    fill(page, "mask_guided-example-index", str(target_index))  # the tab's own synthetic-face loader
+    page.locator("#mask_guided-example").click()
+    wait_status(page, "mask_guided", f"Synthetic face {target_index}:")
+    page.locator("#mask_guided-use").click()
+    wait_status(page, "mask_guided", f"Editing a {SIZE}² face")
+    page.locator("#mask_guided-render").click()
+    wait_status(page, "mask_guided", "Rendered (0 mask pixels edited)")
+    before = result_image(page, "mask_guided")
+
+    page.get_by_text("Component transfer (pick the donor's components)").click()
+    upload(page, "mask_guided-donor-face", workdir / "gu_donor.png")
+    upload(page, "mask_guided-donor-mask", workdir / "gu_donor_label.png")
+    parts = page.locator("#mask_guided-parts")
+    parts.locator("label", has_text="mouth").click()  # the default component: off
+    parts.locator("label", has_text="hair").click()
+    page.locator("#mask_guided-transfer").click()
+    wait_status(page, "mask_guided", "Took hair in")
+    after = result_image(page, "mask_guided")
+
+    target_hair = CELEBAMASK_TO_HELEN[target.label] == hair
+    inner = binary_erosion(target_hair, iterations=2)  # hair minus a 2-px border
+    outer = ~binary_dilation(target_hair, iterations=2)  # the rest minus a 2-px border
+    change = np.abs(after - before).mean(-1)
+    inside, outside = change[inner].mean(), change[outer].mean()
+    before_gap, after_gap = (np.linalg.norm(x[inner].mean(0) - donor_colour) for x in (before, after))
+    print(f"Mask-guided hair transfer: mean |change| hair {inside:.1f}, elsewhere {outside:.1f} (0-255 scale); "
+          f"hair colour {before_gap:.1f} -> {after_gap:.1f} from the donor's")  # fmt: skip
+    assert inside >= 3 * outside, (inside, outside)
+    assert after_gap < 0.7 * before_gap, (after_gap, before_gap)  # the hair takes the donor's colour
+
+
 def test_portraitgan_lower_lip_drag_changes_the_mouth(page, workdir):
     from datamodules.emotion import write_pts
     from datamodules.labels import EMOTION_INDEX

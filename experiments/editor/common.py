@@ -265,12 +265,14 @@ def model_header(
 
 
 def synthetic_example(spec: TabSpec, tab: str, models: ModelCache, ckpt, outputs, to_labels=None) -> None:
-    """A face-number box and a "Load a synthetic face" button (id ``<tab>-example``) that fill ``outputs``
-    (the face and mask inputs, then the status line) with a synthetic face at the model's size."""
+    """A face-number box and a "Load a synthetic face" button (ids ``<tab>-example-index``, ``<tab>-example``)
+    that fill ``outputs`` (the face and mask inputs, then the status line) with a synthetic face at the model's
+    size."""
     import gradio as gr
 
     with gr.Row():
-        index = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1)
+        index = gr.Number(label="synthetic face #", value=0, precision=0, minimum=0, scale=1,
+                          elem_id=f"{tab}-example-index")  # fmt: skip
         button = gr.Button("Load a synthetic face", elem_id=f"{tab}-example", scale=1)
 
     @guarded(2, "Loading the synthetic face")
