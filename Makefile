@@ -13,6 +13,9 @@ ARGS    ?=
 # use both cores of a CI machine; a test module stays on one worker (its module-scoped fixtures train once).
 TEST_JOBS ?= 2
 XDIST   := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadscope,)
+# the reliability suite spreads single tests over the workers, keeping each xdist_group (one system's resume tests
+# and their shared reference run) on one worker
+XDIST_GROUPS := $(if $(filter-out 0 1,$(TEST_JOBS)),-n $(TEST_JOBS) --dist loadgroup,)
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export PYTHONUNBUFFERED := 1
@@ -45,7 +48,7 @@ test: $(STAMP) ## fast test suite (no slow/gpu/ddp/browser/reliability tests; WA
 
 .PHONY: test-reliability
 test-reliability: $(STAMP) ## per-config NaN guard, checkpoint loading, SIGKILL/SLURM-requeue exact resume
-	WANDB_MODE=disabled $(PY) -m pytest -m "reliability" -q $(ARGS)
+	WANDB_MODE=disabled $(PY) -m pytest $(XDIST_GROUPS) -m "reliability" -q $(ARGS)
 
 .PHONY: test-ddp
 test-ddp: $(STAMP) ## DDP parity per system: 2 gloo processes on CPU vs 1 process with the same global batch

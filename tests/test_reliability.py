@@ -48,6 +48,12 @@ def distinct_systems() -> list[str]:
     return sorted(chosen.values())
 
 
+def resume_params() -> list:
+    """``distinct_systems()`` as parameters whose SIGKILL and SLURM tests share one xdist worker (``make
+    test-reliability`` runs ``--dist loadgroup``), so each system's uninterrupted reference run is made once."""
+    return [pytest.param(e, marks=pytest.mark.xdist_group(f"resume-{e}")) for e in distinct_systems()]
+
+
 def model_class(experiment: str) -> type[pl.LightningModule]:
     module, _, name = compose(experiment, []).model._target_.rpartition(".")
     return getattr(importlib.import_module(module), name)
@@ -240,7 +246,7 @@ def assert_exact_resume(reference_ckpt: Path, resumed_ckpt: Path, experiment: st
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("experiment", distinct_systems())
+@pytest.mark.parametrize("experiment", resume_params())
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(experiment, reference, tmp_path):
     ref = reference(experiment)
     out, env = tmp_path / "runs", environment(reference(experiment).parents[4] / "cache")
@@ -255,7 +261,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(experiment, reference, t
 
 
 @pytest.mark.reliability
-@pytest.mark.parametrize("experiment", distinct_systems())
+@pytest.mark.parametrize("experiment", resume_params())
 def test_slurm_requeue_signal_checkpoints_requeues_and_resumes_exactly(experiment, reference, tmp_path):
     ref = reference(experiment)
     bin_dir = tmp_path / "bin"
