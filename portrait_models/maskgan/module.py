@@ -326,11 +326,8 @@ class MaskGAN(L.LightningModule):
 
     def _reference_masks(self, onehot: Tensor) -> Tensor:
         """M_ref: another mask of the batch (rolled by one); with batch size 1 the previous batch's mask."""
-        if world()[0] > 1:  # DDP: the neighbour in the global batch, as on one process (labels gathered, uint8)
-            labels = rolled_rows(onehot.argmax(1).to(torch.uint8)).long()
-            return label_to_onehot(labels, self.hparams.num_classes).to(onehot.dtype)
-        if onehot.shape[0] > 1:
-            return onehot.roll(1, dims=0)
+        if onehot.shape[0] > 1 or world()[0] > 1:  # under DDP the neighbour in the global batch, as on one process
+            return rolled_rows(onehot)
         previous = self._previous_mask if self._previous_mask is not None else onehot
         self._previous_mask = onehot.detach()
         return previous if previous.shape == onehot.shape else onehot
