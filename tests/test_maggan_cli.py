@@ -15,6 +15,7 @@ from experiments.config import compose
 from experiments.edit import main as edit_main
 from experiments.sweep import load_sweep, sweep_experiment
 from portrait_models.maggan import MagGAN
+from portrait_models.maggan.attributes import single_flip_changes
 from portrait_models.maggan.editing import (
     attribute_change,
     conflict_free_flip,
@@ -22,6 +23,7 @@ from portrait_models.maggan.editing import (
     parse_assignments,
     read_face,
     read_soft_masks,
+    source_attributes,
 )
 from portrait_models.maggan.module import TABLE3_ROWS
 
@@ -103,29 +105,90 @@ def test_edit_cli_errors_are_one_line(checkpoint, face, tmp_path, capsys):
     assert edit_main([*base, "--checkpoint", str(tmp_path / "none.ckpt"), "--set", "Bald=1"]) == 2
 
 
-def test_attribute_change_is_scaled_target_minus_source():
-    source = torch.zeros(1, C)
-    source[0, EDIT_ATTRIBUTES.index("Eyeglasses")] = 1.0
-    diff = attribute_change(source, parse_assignments(["Blond_Hair=1", "Eyeglasses=0", "Male=0"]), 0.5)
-    expected = torch.zeros(1, C)
-    expected[0, EDIT_ATTRIBUTES.index("Blond_Hair")] = 0.5
-    expected[0, EDIT_ATTRIBUTES.index("Eyeglasses")] = -0.5
-    assert torch.equal(diff, expected)
+def _att(*names: str) -> torch.Tensor:
+    row = torch.zeros(C)
+    row[[EDIT_ATTRIBUTES.index(n) for n in names]] = 1.0
+    return row
+
+
+def test_attribute_change_scales_the_set_attributes_and_turns_conflicting_ones_off():
+    source = _att("Eyeglasses", "Black_Hair", "Bangs")[None]
+    targets = parse_assignments(["Blond_Hair=1", "Eyeglasses=0", "Male=0"])
+    plain = attribute_change(source, targets, 0.5, rule="plain")
+    assert torch.equal(plain[0], 0.5 * (_att("Blond_Hair") - _att("Eyeglasses")))  # Male is already 0
+    # conflict-free (the default): Blond on turns Black_Hair off, unscaled (STGAN scales the edited one only)
+    assert torch.equal(attribute_change(source, targets, 0.5)[0], plain[0] - _att("Black_Hair"))
+    # a partner the user sets keeps the user's value; Bald on turns Bangs off
+    kept = attribute_change(source, {"Blond_Hair": 1.0, "Black_Hair": 1.0, "Bald": 1.0}, 2.0)
+    assert torch.equal(kept[0], 2 * (_att("Blond_Hair") + _att("Bald")) - _att("Bangs"))
+    # turning an attribute off asks nothing of its partners
+    assert torch.equal(attribute_change(source, {"Bangs": 0.0})[0], -_att("Bangs"))
+    with pytest.raises(ValueError, match="conflict_free, plain"):
+        attribute_change(source, targets, rule="stgan")
+
+
+def test_test_int_is_stgan_scaled_target_minus_source():
+    """STGAN: ``_b = (2b − 1)·0.5``, the edited attribute times ``test_int``, minus ``_a = (2a − 1)·0.5``."""
+    source = torch.stack([_att("Bald"), _att("Black_Hair")])
+    bald, blond = EDIT_ATTRIBUTES.index("Bald"), EDIT_ATTRIBUTES.index("Blond_Hair")
+    for test_int in (1.0, 2.0, -0.5):
+        diff = attribute_change(source, {"Blond_Hair": 1.0, "Bald": 0.0}, test_int=test_int)
+        expected = torch.zeros(2, C)
+        expected[:, blond] = 0.5 * test_int - (-0.5)  # 0 → 1 on both faces
+        expected[0, bald] = -0.5 * test_int - 0.5  # 1 → 0 on the bald face
+        expected[1, bald] = -0.5 * test_int - (-0.5)  # 0 → 0: STGAN moves it unless test_int is 1
+        expected[1, EDIT_ATTRIBUTES.index("Black_Hair")] = -1.0  # the conflict rule, not scaled
+        assert torch.equal(diff, expected), test_int
+    one = attribute_change(source, {"Blond_Hair": 1.0}, test_int=1.0)
+    assert torch.equal(one, attribute_change(source, {"Blond_Hair": 1.0}))  # test_int 1 = intensity 1
+    assert torch.equal(attribute_change(source, {"Blond_Hair": 1.0}, test_int=2.0)[:, blond], torch.full((2,), 1.5))
 
 
 def test_conflict_free_flip_turns_the_other_hair_colours_off_only_where_blond_turns_on():
-    def att(*names):
-        row = torch.zeros(C)
-        row[[EDIT_ATTRIBUTES.index(n) for n in names]] = 1.0
-        return row
-
-    brown, blond, bald = att("Brown_Hair", "Male"), att("Blond_Hair"), att("Bald", "Male")
+    brown, blond, bald = _att("Brown_Hair", "Male"), _att("Blond_Hair"), _att("Bald", "Male")
     diff = conflict_free_flip(torch.stack([brown, blond, bald]), "Blond_Hair")
-    expected = torch.stack([att("Blond_Hair") - att("Brown_Hair"), -att("Blond_Hair"), att("Blond_Hair")])
+    expected = torch.stack([_att("Blond_Hair") - _att("Brown_Hair"), -_att("Blond_Hair"), _att("Blond_Hair")])
     assert torch.equal(diff, expected)
-    with_bangs = conflict_free_flip(att("Bangs", "Black_Hair")[None], "Bald")
-    assert torch.equal(with_bangs[0], att("Bald") - att("Bangs"))
-    assert torch.equal(conflict_free_flip(brown[None], "Eyeglasses")[0], att("Eyeglasses"))  # no rule: a plain flip
+    with_bangs = conflict_free_flip(_att("Bangs", "Black_Hair")[None], "Bald")
+    assert torch.equal(with_bangs[0], _att("Bald") - _att("Bangs"))
+    assert torch.equal(conflict_free_flip(brown[None], "Eyeglasses")[0], _att("Eyeglasses"))  # no rule: plain
+
+
+def test_single_flip_changes_under_both_rules():
+    source = torch.stack([_att("Brown_Hair", "Bangs"), _att()])
+    plain = single_flip_changes(source, "plain")
+    assert torch.equal(plain, torch.diag_embed(1 - 2 * source))
+    free = single_flip_changes(source)
+    for i, name in enumerate(EDIT_ATTRIBUTES):
+        assert torch.equal(free[:, i], conflict_free_flip(source, name))
+    differs = [n for i, n in enumerate(EDIT_ATTRIBUTES) if not torch.equal(free[:, i], plain[:, i])]
+    assert differs == ["Bald", "Black_Hair", "Blond_Hair"]  # Bangs off; Brown off (twice); Brown itself turns off
+
+
+def test_edit_cli_applies_the_conflict_rules_test_int_and_the_plain_flip(checkpoint, face, tmp_path):
+    base = ["maggan", "--checkpoint", str(checkpoint), "--image", str(face / "face.png"), "--mask",
+            str(face / "face_label.png"), "--source", "Brown_Hair=1", "Blond_Hair=0",
+            "--set", "Blond_Hair=1"]  # fmt: skip
+    model = load_maggan(checkpoint)
+    image, masks = read_face(face / "face.png", 32), read_soft_masks(face / "face_label.png")
+    source = source_attributes(model, image, {"Brown_Hair": 1.0, "Blond_Hair": 0.0})
+
+    def written(name: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(Image.open(tmp_path / name))).permute(2, 0, 1).float()
+
+    def expected(att_diff: torch.Tensor) -> torch.Tensor:
+        return ((model.edit(image, att_diff, masks)[0].clamp(-1, 1) + 1) * 127.5).round()
+
+    blond, black, brown = (_att(n)[None] for n in ("Blond_Hair", "Black_Hair", "Brown_Hair"))
+    partners = -brown - black * source[:, EDIT_ATTRIBUTES.index("Black_Hair")]
+    assert edit_main([*base, "--out", str(tmp_path / "free.png")]) == 0
+    assert torch.equal(written("free.png"), expected(blond + partners))
+    assert edit_main([*base, "--plain-flip", "--out", str(tmp_path / "plain.png")]) == 0
+    assert torch.equal(written("plain.png"), expected(blond))
+    assert edit_main([*base, "--test-int", "2", "--out", str(tmp_path / "t2.png")]) == 0
+    assert torch.equal(written("t2.png"), expected(1.5 * blond + partners))
+    assert edit_main([*base, "--intensity", "1.5", "--out", str(tmp_path / "i15.png")]) == 0
+    assert torch.equal(written("i15.png"), written("t2.png"))  # a flip: test_int T = intensity (T + 1) / 2
 
 
 @pytest.mark.parametrize("row", sorted(TABLE3_ROWS))

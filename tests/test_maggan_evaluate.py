@@ -12,6 +12,7 @@ from experiments.evaluate.common import Judges, Unavailable
 from experiments.evaluate.maggan import MagGANConfig, build_report, evaluate_maggan, table3_label
 from metrics.mre import MaskAwareReconstructionError, flip_each_attribute
 from portrait_models.maggan import MagGAN
+from portrait_models.maggan.attributes import conflict_free_flip
 
 C = len(EDIT_ATTRIBUTES)
 TINY = dict(
@@ -65,12 +66,23 @@ def test_protocol_numbers_match_independent_computations():
     # hat split: 0.05 and 0.0 below the 0.1 threshold, 0.15 and 0.5 above
     assert result.subset_sizes == {"all": 4, "hat": 2, "no_hat": 2}
     blond = EDIT_ATTRIBUTES.index("Blond_Hair")
-    expected = ((edited[:, blond].mean((1, 2, 3)) > 0).float() == 1 - att[:, blond]).float().mean() * 100
-    assert result.accuracy["all"]["Blond_Hair"] == pytest.approx(float(expected))
+
+    def accuracy(edits: torch.Tensor) -> float:
+        return float(((edits.mean((1, 2, 3)) > 0).float() == 1 - att[:, blond]).float().mean() * 100)
+
+    # the judged edit follows STGAN's conflict rules (Blond on turns Black and Brown off), the MRE the plain flip
+    conflict_free = model.edit(images, conflict_free_flip(att, "Blond_Hair"), masks)
+    assert not torch.equal(conflict_free, edited[:, blond])  # these faces do have a conflict to resolve
+    assert result.accuracy["all"]["Blond_Hair"] == pytest.approx(accuracy(conflict_free))
     assert isinstance(result.accuracy["all"]["Male"], Unavailable)
     report = build_report(result).markdown()
     assert "MagGAN(256) (paper)" in report and "(vi) MagGAN (paper)" in report
     assert "has no Male output" in report and "needs Inception weights" in report
+    assert "STGAN's test-time conflict rules" in report
+    config = MagGANConfig(batch_size=3, progress=False, flip_rule="plain")
+    plain = evaluate_maggan(model, faces, _judges(_BlondJudge()), config)
+    assert plain.accuracy["all"]["Blond_Hair"] == pytest.approx(accuracy(edited[:, blond]))
+    assert plain.mre == result.mre and "plain single flips" in build_report(plain).markdown()
 
 
 def test_an_identity_generator_has_zero_mre_and_unit_ssim():

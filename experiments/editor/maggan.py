@@ -2,8 +2,10 @@
 
 Each slider is the target value of one of the 13 attributes; it starts at the source value the critic's
 classifier reads off the face, so ``att_diff = (target − source)·strength`` is 0 until a slider moves (STGAN's
-slide test: 0.5 is half-way; strength > 1 exaggerates). Rendering is ``portrait_models.maggan.editing`` (the same
-as ``python -m experiments.edit maggan``).
+slide test: 0.5 is half-way; strength > 1 exaggerates). **STGAN conflict rules** (on by default, as the edit CLI)
+complete the target: a hair colour moved on turns the other two off, Bald on turns Bangs off and back; unticked,
+only the moved sliders change. Rendering is ``portrait_models.maggan.editing`` (the same as ``python -m
+experiments.edit maggan``).
 """
 
 from __future__ import annotations
@@ -71,7 +73,10 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
             views = dict(type="numpy", format="png", interactive=False, height=VIEW)
             input_view = gr.Image(label="Input", elem_id="maggan-input", **views)
             result = gr.Image(label="Result", elem_id="maggan-result", **views)
-        strength = gr.Slider(0, 2, value=1, step=0.05, label="Strength", elem_id="maggan-strength")
+        with gr.Row():
+            strength = gr.Slider(0, 2, value=1, step=0.05, label="Strength", elem_id="maggan-strength")
+            conflicts = gr.Checkbox(value=True, label="STGAN conflict rules (a hair colour on turns the others off; "
+                                    "Bald and Bangs exclude each other)", elem_id="maggan-conflicts")  # fmt: skip
         sliders = []
         for row in range(0, len(EDIT_ATTRIBUTES), 5):
             with gr.Row():
@@ -108,18 +113,22 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
                 f"Editing a {size}² face; attributes read off it: {found}.")  # fmt: skip
 
     @guarded(2, "Rendering")
-    def on_render(path, face_state, scale, *targets):
+    def on_render(path, face_state, scale, conflict_rules, *targets):
         model = require_model(SPEC, models, path)
         source = require_face(face_state)["source"]
         wanted = {
             n: float(t) for n, t, s in zip(EDIT_ATTRIBUTES, targets, source[0]) if abs(float(t) - float(s)) > 1e-6
         }
-        att_diff = editing.attribute_change(source, wanted, float(scale))
+        rule = "conflict_free" if conflict_rules else "plain"
+        att_diff = editing.attribute_change(source, wanted, float(scale), rule=rule)
         start = time.perf_counter()
         out = editing.edit_face(model, face_state["image"], att_diff, face_state["masks"])
         seconds = time.perf_counter() - start
         rendered = tensor_to_uint8(out)
         changes = ", ".join(f"{n} {float(source[0, EDIT_ATTRIBUTES.index(n)]):g}→{v:g}" for n, v in wanted.items())
+        partners = [n for i, n in enumerate(EDIT_ATTRIBUTES) if n not in wanted and float(att_diff[0, i]) != 0]
+        if partners:
+            changes += f"; turned off by the conflict rules: {', '.join(partners)}"
         return (
             {**face_state, "result": rendered},
             enlarge(rendered),
@@ -134,9 +143,10 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         Image.fromarray(face_state["result"]).save(path)
         return [str(path)], f"Saved `{path}`."
 
-    render_inputs = [ckpt, state, strength, *sliders]
+    render_inputs = [ckpt, state, strength, conflicts, *sliders]
     use_btn.click(on_use, [ckpt, face, mask_file, parser_ckpt], [state, input_view, result, *sliders, status])
     render_btn.click(on_render, render_inputs, [state, result, status])
     for slider in [strength, *sliders]:
         slider.release(on_render, render_inputs, [state, result, status])
+    conflicts.input(on_render, render_inputs, [state, result, status])
     save_btn.click(on_save, [state], [saved, status])

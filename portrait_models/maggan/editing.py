@@ -4,10 +4,9 @@
 - :func:`read_face` / :func:`read_soft_masks`: an image file and its 19-class masks (a soft-mask ``.npz`` of the
   parse cache, or a label / palette-colour PNG, which becomes one-hot), or masks from a FaceParser checkpoint.
 - :func:`source_attributes`: the 13 source attributes, from the critic's own attribute classifier unless given.
-- :func:`attribute_change`: ``att_diff = (target − source)·intensity`` for the attributes set (STGAN's slide
-  test: continuous intensities, ``intensity`` 0.5 = half-way, > 1 exaggerates); unset attributes stay 0.
-- :func:`conflict_free_flip`: one attribute flipped with STGAN's test-time conflict rules applied to the target
-  (a hair colour turned on turns the other two off; Bald and Bangs exclude each other).
+- :func:`attribute_change` and :func:`conflict_free_flip` (from :mod:`portrait_models.maggan.attributes`): the
+  ``att_diff`` for target values (MagGAN's ``intensity`` or STGAN's ``test_int``), with STGAN's test-time conflict
+  rules by default (a hair colour turned on turns the other two off; Bald and Bangs exclude each other).
 - :func:`edit_face`: ``G(x, att_diff, masks)``.
 """
 
@@ -25,6 +24,12 @@ from torch import Tensor
 from datamodules.base import read_rgb
 from datamodules.labels import EDIT_ATTRIBUTES, NUM_CELEBAMASK_CLASSES, read_mask_png
 from datamodules.soft_masks import load_soft_mask
+from portrait_models.maggan.attributes import CONFLICTS, FLIP_RULES, attribute_change, conflict_free_flip
+
+__all__ = [
+    "CONFLICTS", "FLIP_RULES", "attribute_change", "conflict_free_flip", "edit_face", "load_maggan",
+    "parse_assignments", "parser_soft_masks", "read_face", "read_soft_masks", "save_face", "source_attributes",
+]  # fmt: skip
 
 
 def load_maggan(checkpoint: str | Path, device: str = "cpu"):
@@ -100,38 +105,6 @@ def source_attributes(model, image: Tensor, given: Mapping[str, float] | None = 
     for name, value in (given or {}).items():
         att[:, EDIT_ATTRIBUTES.index(name)] = value
     return att
-
-
-def attribute_change(att_source: Tensor, targets: Mapping[str, float], intensity: float = 1.0) -> Tensor:
-    """``att_diff`` (B, 13): ``(target_i − source_i)·intensity`` for the attributes in ``targets``, else 0."""
-    att_diff = torch.zeros_like(att_source)
-    for name, value in targets.items():
-        i = EDIT_ATTRIBUTES.index(name)
-        att_diff[:, i] = (value - att_source[:, i]) * intensity
-    return att_diff
-
-
-#: STGAN's ``check_attribute_conflict`` rules restricted to the 13 edited attributes: an attribute turned on
-#: turns these off in the target (training targets are real attribute vectors, so they never conflict).
-CONFLICTS: dict[str, tuple[str, ...]] = {
-    "Bald": ("Bangs",),
-    "Bangs": ("Bald",),
-    "Black_Hair": ("Blond_Hair", "Brown_Hair"),
-    "Blond_Hair": ("Black_Hair", "Brown_Hair"),
-    "Brown_Hair": ("Black_Hair", "Blond_Hair"),
-}
-
-
-def conflict_free_flip(att_source: Tensor, name: str) -> Tensor:
-    """``att_diff`` (B, 13) that flips ``name`` (``1 − att``) and, on the faces where it turns on, turns off the
-    attributes of ``CONFLICTS[name]`` (STGAN's test targets); a plain single flip is ``1 − 2·att`` on ``name`` alone."""
-    target = att_source.clone()
-    i = EDIT_ATTRIBUTES.index(name)
-    target[:, i] = 1 - att_source[:, i]
-    turned_on = target[:, i] > 0.5
-    for other in CONFLICTS.get(name, ()):
-        target[turned_on, EDIT_ATTRIBUTES.index(other)] = 0
-    return target - att_source
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from datamodules.labels import EDIT_ATTRIBUTES
+from portrait_models.maggan.attributes import single_flip_changes
 from portrait_models.maggan.losses import (
     attribute_difference,
     critic_terms,
@@ -268,10 +269,11 @@ class MagGAN(L.LightningModule):
         return self.generator(image, att_diff.to(image.dtype), soft_masks)
 
     @torch.no_grad()
-    def single_flips(self, image: Tensor, att_source: Tensor, masks: Tensor) -> Tensor:
-        """(B, C, 3, H, W): every attribute flipped alone (``att_diff = 1 − 2·att_s`` times ``e_i``), eq. (2)."""
-        flips = torch.diag_embed(1.0 - 2.0 * att_source)
-        return torch.stack([self.edit(image, flips[:, i], masks) for i in range(flips.shape[1])], dim=1)
+    def single_flips(self, image: Tensor, att_source: Tensor, masks: Tensor, rule: str = "plain") -> Tensor:
+        """(B, C, 3, H, W): edit ``i`` flips attribute ``i``, alone (``"plain"``: ``(1 − 2·att_s)·e_i``, eq. 2) or
+        with STGAN's test-time conflict rules (``"conflict_free"``, :mod:`portrait_models.maggan.attributes`)."""
+        changes = single_flip_changes(att_source, rule)
+        return torch.stack([self.edit(image, changes[:, i], masks) for i in range(changes.shape[1])], dim=1)
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         from metrics.functional.mre import mask_aware_reconstruction_error
@@ -289,9 +291,10 @@ class MagGAN(L.LightningModule):
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Any]) -> Tensor:
-        """Rows: input | reconstruction G(x, 0) | one row per attribute, that attribute flipped alone."""
+        """Rows: input | reconstruction G(x, 0) | one row per attribute, that attribute flipped with STGAN's
+        conflict rules (a hair colour turned on turns the other two off; Bald and Bangs exclude each other)."""
         image, att_source, masks = self.inputs(batch)
         recon = self.edit(image, torch.zeros_like(att_source), masks)
-        edits = self.single_flips(image, att_source, masks).transpose(0, 1).flatten(0, 1)
+        edits = self.single_flips(image, att_source, masks, "conflict_free").transpose(0, 1).flatten(0, 1)
         rows = torch.cat([image, recon, edits])
         return make_grid(((rows.float() + 1) / 2).clamp(0, 1), nrow=image.shape[0], padding=1)
