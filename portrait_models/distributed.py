@@ -67,3 +67,16 @@ def rolled_rows(x: Tensor, shifts: int = 1) -> Tensor:
     if size == 1:
         return x.roll(shifts, 0)
     return gather_rows(x).roll(shifts, 0)[rank::size]
+
+
+def indexed_rows(x: Tensor, index: Tensor) -> Tensor:
+    """``x_global[index]``: ``index`` holds rows of the global batch (this rank's part of a global draw, see
+    :func:`rank_rows`), ``x`` this rank's rows. Differentiable: under DDP the rows are gathered with
+    ``torch.distributed.nn.functional.all_gather``, whose backward returns each row's gradient to the rank
+    that owns it, so a loss on a borrowed row trains the network that produced it, as on one process."""
+    size, _ = world()
+    if size == 1:
+        return x[index]
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.stack(all_gather(x.contiguous()), dim=1).flatten(0, 1)[index]

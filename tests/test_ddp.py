@@ -7,7 +7,8 @@ float32 reduction-order tolerance, and log the same validation metrics. What mak
 - the train sampler gives rank r the rows r, r + 2, ... of the single process's global batch
   (``datamodules.resumable.EpochSampler``);
 - every per-sample random draw (WGAN-GP's α, VAE noise) and every shuffle or roll over the batch (MagGAN's
-  target attributes, MaskGAN's reference masks) is made over the global batch (``portrait_models.distributed``);
+  target attributes, MaskGAN's reference masks, Gu et al.'s pairing π) is made over the global batch
+  (``portrait_models.distributed``);
 - ``trainer.sync_batchnorm=true`` normalises with global batch statistics (``GlobalBatchNorm`` on CPU);
 - gradients are all-reduced by DDP through ``manual_backward`` (manual optimisation);
 - validation: 3 items, so one rank reads 2 and the other 1 (``ShardSampler``, no padding duplicate), and the
@@ -49,12 +50,9 @@ DATA = {"portraitgan_synthetic_64": []}
 # pixels of the edited masks, and the gradient is discontinuous there (measured: 83% relative difference in the
 # first blender-step gradient of dmn.head), so EBST is not compared; its reference masks are global all the same.
 EXTRA = {"maskgan_synthetic_64": ["trainer.limit_train_batches=2"]}
-# Open (measured 2 Dec): Gu et al. pair each sample with π(b), another sample of the batch whose component
-# features it borrows (gradients flow into both); under DDP the pairing is drawn within each rank's batch.
-PER_RANK_PAIRING = {
-    "mask_guided_synthetic_64": "the pairing π is drawn within each rank's batch; measured 2 Dec: D2's first gradient "
-    "of discriminator2.discriminators.0.layers.0.conv.weight differs by 10% (‖Δ‖ 0.0154, ‖g‖ 0.155)"
-}
+# Gu et al. pair each sample with π(b), another sample of the batch whose component features it borrows
+# (gradients flow into both): π is drawn over the global batch and the sources' features are gathered with
+# their gradient (``distributed.indexed_rows``).
 
 # float32: the all-reduced sum of 2 ranks and the sum over one batch of 2·B differ in the last bits. The first
 # gradient of every optimizer must agree to GRAD_RTOL (relative, per tensor). Adam's first steps are close to
@@ -121,12 +119,7 @@ def state(run_dir: Path) -> dict:
 @pytest.mark.ddp
 @pytest.mark.parametrize(
     "experiment",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=PER_RANK_PAIRING[name]))
-        if name in PER_RANK_PAIRING
-        else name
-        for name in distinct_systems()
-    ],
+    distinct_systems(),
 )
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experiment, tmp_path, monkeypatch):
     monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))

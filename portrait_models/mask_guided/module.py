@@ -8,8 +8,9 @@ iteration (as the released code runs it, specs/mask_guided.md §3.2):
    background; the original m gives the centres and the parsing-loss target;
 2. the five component crops are encoded once (z = μ + ε·σ) and decoded to images (Eq. 1) and features;
 3. **reconstruction** (paired) path: each face from its own features; **transfer** (unpaired) path: the
-   features of sample π(b) (``randperm`` of the batch) placed at sample b's centres, with b's mask and
-   background;
+   features of sample π(b) (``randperm`` of the batch; under DDP of the global batch, the sources' features
+   gathered with their gradient, so W processes train as one) placed at sample b's centres, with b's mask
+   and background;
 4. one step of the generator optimizer ``g`` (autoencoders, E_m, G_m, E_b, G_b), then of ``d`` (D, on the
    reconstruction) and ``d2`` (D2, on the transfer). D2 and the terms of the transfer path run on every
    iteration; the reconstruction terms and D's step only when ``a_t = 1``, on every other iteration, from
@@ -63,6 +64,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from portrait_models.distributed import indexed_rows, rank_rows
 from portrait_models.layers.frozen import FrozenModule
 from portrait_models.losses import vanilla_fake, vanilla_real
 from portrait_models.losses.kl import kl_normal_standard
@@ -334,7 +336,7 @@ class MaskGuidedSystem(L.LightningModule):
         self, image: Tensor, prepared: Mapping[str, Any], codes: Mapping[str, Codes], perm: Tensor, paired: bool = True
     ) -> dict[str, Tensor]:
         """Decoded crops, the reconstruction ``y_R`` (when ``paired``) and the transfer ``y_T`` (features of
-        ``perm[b]`` at b's centres, mask and background)."""
+        ``perm[b]`` at b's centres, mask and background; ``perm`` indexes the global batch under DDP)."""
         g = self.generator
         z = {k: c.z for k, c in codes.items()}
         features = g.decode_features(z)
@@ -342,7 +344,7 @@ class MaskGuidedSystem(L.LightningModule):
         mask_feature = g.mask_encoder(prepared["onehot"])
         bg_feature = g.background_features(image, prepared["background"]) if g.ablation == "full" else None
         centres, background = prepared["centres"], prepared["background"]
-        transfer = {k: f[perm] for k, f in features.items()}
+        transfer = {k: indexed_rows(f, perm) for k, f in features.items()}  # DDP: π over the global batch
         if paired and self.hparams.batch_paths:  # one G_m call on 2B samples (BN statistics over both paths)
             both = {k: torch.cat([transfer[k], features[k]]) for k in features}
             two = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
@@ -439,7 +441,8 @@ class MaskGuidedSystem(L.LightningModule):
         paired = self.paired_step
         self.phase = "paired" if paired else "unpaired"
         self.last_loss_terms = {}
-        perm = pairing_permutation(batch_size, self.hparams.pairing).to(image.device)
+        # π drawn over the global batch (sources may live on other ranks, whose features are gathered)
+        perm = rank_rows(lambda n: pairing_permutation(n, self.hparams.pairing), batch_size).to(image.device)
         with self.toggled_optimizer(opt_g):
             prepared = self.prepare(image, label)
             codes = self.encode(prepared, sample=True)
