@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from torch.utils.data import ConcatDataset
 
 from datamodules.base import (
     DatasetError,
@@ -209,6 +210,10 @@ class HelenDataModule(FaceDataModule):
     Args (beyond :class:`~datamodules.base.FaceDataModule`'s):
         classes: ``"helen"`` (11 labels) or ``"celebamask"`` (19 labels).
         align, mask_source, parser_masks: see :class:`Helen` (Gu et al.'s aligned faces and parser masks).
+        extra_faces: a folder of photos (VGGFace2, CelebA's ``img_align_celeba``, any) whose train split
+            (:func:`datamodules.parsed_faces.folder_split`) joins Helen's train split, labelled by a parser:
+            Gu et al. train on Helen plus 20,000 parsed VGGFace2 faces. Validation and test stay Helen's.
+        extra_parser_masks: the parser cache of ``extra_faces`` (``experiments.parse --dataset folder``).
     """
 
     synthetic_layout = "helen"
@@ -227,14 +232,43 @@ class HelenDataModule(FaceDataModule):
         align: bool = False,
         mask_source: MaskSource = "gt",
         parser_masks: str | None = None,
+        extra_faces: str | None = None,
+        extra_parser_masks: str | None = None,
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        if (extra_faces is None) != (extra_parser_masks is None):
+            raise ValueError(
+                "extra_faces and extra_parser_masks go together: the photos and their parser cache "
+                f"(experiments.parse --dataset folder); got extra_faces={extra_faces!r}, "
+                f"extra_parser_masks={extra_parser_masks!r}"
+            )
+        if extra_faces is not None and classes != "helen":
+            raise ValueError("extra_faces are labelled with Helen's 11 classes; use classes='helen'")
         self.classes = classes
         self.align = align
         self.mask_source = mask_source
         self.parser_masks = parser_masks
+        self.extra_faces = extra_faces
+        self.extra_parser_masks = extra_parser_masks
 
-    def make_dataset(self, split: str, augment: bool) -> Helen:
+    def make_dataset(self, split: str, augment: bool) -> Helen | ConcatDataset:
+        helen = self.make_helen(split, augment)
+        if split != "train" or self.extra_faces is None:
+            return helen
+        from datamodules.parsed_faces import ParsedImageFolder
+
+        extra = ParsedImageFolder(
+            self.extra_faces,
+            "train",
+            self.image_size,
+            augment,
+            photometric=self.photometric,
+            parser_masks=self.extra_parser_masks,
+            align=self.align,
+        )
+        return ConcatDataset([helen, extra])
+
+    def make_helen(self, split: str, augment: bool) -> Helen:
         return Helen(
             self.data_root,
             split,

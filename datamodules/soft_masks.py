@@ -26,17 +26,22 @@ def soft_mask_path(cache_dir: str | Path, name: str) -> Path:
     return Path(cache_dir) / f"{name}.npz"
 
 
-def require_soft_mask_cache(cache_dir: str | Path, names: list[str], root: str | Path) -> Path:
-    """Check that ``cache_dir`` holds one soft mask per name; one error naming the first missing file, how many
-    are missing and the command that builds the cache."""
+def require_soft_mask_cache(
+    cache_dir: str | Path, names: list[str], root: str | Path, command: str = PARSE_COMMAND
+) -> Path:
+    """Check that ``cache_dir`` holds one soft mask per name (a name may hold '/': nested files); one error
+    naming the first missing file, how many are missing and the command (``{root}``, ``{cache}``) that builds
+    the cache."""
     cache = Path(cache_dir).expanduser()
-    present = {p.stem for p in cache.glob("*.npz")} if cache.is_dir() else set()
+    present = (
+        {p.relative_to(cache).with_suffix("").as_posix() for p in cache.rglob("*.npz")} if cache.is_dir() else set()
+    )
     missing = [n for n in names if n not in present]
     if missing:
         raise MissingDataError(
             f"soft-mask cache {cache} is {'missing' if not cache.is_dir() else 'incomplete'}: "
             f"{len(missing)} of {len(names)} masks absent, first {soft_mask_path(cache, missing[0])}; build it with "
-            f"`{PARSE_COMMAND.format(root=root, cache=cache)}`"
+            f"`{command.format(root=root, cache=cache)}`"
         )
     return cache
 

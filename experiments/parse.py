@@ -7,7 +7,9 @@
 ``--checkpoint`` is a ``FaceParser`` Lightning checkpoint; ``--bisenet`` the widely used zllrunning
 checkpoint, whose outputs are reordered into the official class order. One ``<name>.npz`` per image
 (``datamodules.soft_masks``). Datasets with labels (CelebAMask-HQ: 19 classes, Helen: 11) must match the
-parser's class count; CelebA has no labels and gets the parser's classes (MagGAN wants 19).
+parser's class count; CelebA has no labels and gets the parser's classes (MagGAN wants 19). ``--dataset
+folder`` parses every image below ``--data`` (whole frame, nested names kept), the extra faces Gu et al. train
+on with an 11-class parser (``datamodules.parsed_faces``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from datamodules.soft_masks import save_soft_mask
 
-DATASET_CLASSES = {"celebamaskhq": 19, "helen": 11, "celeba": None}
+DATASET_CLASSES = {"celebamaskhq": 19, "helen": 11, "celeba": None, "folder": None}
 
 
 def load_parser(checkpoint: str | None, bisenet: str | None, device: str) -> torch.nn.Module:
@@ -43,6 +45,10 @@ def make_dataset(name: str, root: str, split: str, image_size: int):
 
     if name == "celeba":  # parse exactly the crop MagGAN trains on (STGAN's box, bicubic resize)
         return datamodules.CelebA(root, split=split, image_size=image_size, crop="stgan")
+    if name == "folder":  # any photos, whole frame (Gu et al.'s extra faces: datamodules.parsed_faces)
+        from datamodules.parsed_faces import ParsedImageFolder
+
+        return ParsedImageFolder(root, split=split, image_size=image_size)
     cls = {"celebamaskhq": datamodules.CelebAMaskHQ, "helen": datamodules.Helen}
     return cls[name](root, split=split, image_size=image_size)
 
