@@ -30,7 +30,16 @@ the real images as feature-matching targets instead of recomputing them with the
 forward less per update (three instead of four, as the released pix2pixHD-based code, which computes every
 D output before either update), and the D step scores real and fake in one batched call (instance norm:
 the same numbers as two calls). The default (False) keeps the recomputation, whose targets come from the D
-the generator is matched against. ``make bench-maskgan`` times both.
+the generator is matched against.
+
+Speed option ``shared_d_forward=True`` (implies the reuse above): D runs once on the real and once on the
+generated batch per update, and both updates come from those outputs: D's gradient from its loss (the
+generated batch detached, through ``backward(inputs=D's parameters)``) and the generator's from its
+adversarial and feature-matching terms, so the generator is matched against D from *before* this batch's D
+update. That is the released code's order (pix2pixHD's ``forward`` computes every D output, then G and D
+step), with two D forwards instead of its three. ``adam_fused=True`` uses PyTorch's fused Adam (one kernel
+per step, the same update up to float reassociation). ``make bench-maskgan`` times the default against
+all three.
 
 Checkpoints hold the trained networks (DMN, its EMA copy, D, and for MaskGAN† the MaskVAE and the blender)
 and the Adam states of the optimizers that are still to be used: a finished phase's optimizer state is
@@ -86,6 +95,10 @@ class MaskGAN(L.LightningModule):
         reuse_real_features: feature matching against the D-step's features of the real images (before
             D's update, as the released code) instead of recomputing them after it; one D forward less, and
             real + fake in one D call.
+        shared_d_forward: one D forward per batch for real and one for generated images, shared by the D
+            and the generator update (the generator meets D from before its update, as the released code);
+            two D forwards instead of four (default) or three (``reuse_real_features``). Implies the latter.
+        adam_fused: PyTorch's fused Adam (CPU and CUDA) instead of the per-tensor loop.
         channels_last: keep networks and inputs in channels-last memory format (faster convs on GPU).
         style_init: ``"pix2pixhd"`` draws every DMN conv from N(0, 0.02), as the released code; ``"pytorch"``
             redraws the style encoder's convs with PyTorch's default init. The style encoder has no
@@ -138,6 +151,8 @@ class MaskGAN(L.LightningModule):
         ema_rampup: float | None = 0.05,
         channels_last: bool = False,
         reuse_real_features: bool = False,
+        shared_d_forward: bool = False,
+        adam_fused: bool = False,
         ebst_blend_d_step: bool = True,
         style_init: str = "pix2pixhd",
     ) -> None:
@@ -240,7 +255,7 @@ class MaskGAN(L.LightningModule):
         """One D update on real and (detached) fake, scored in one batched call; returns D's features of the
         real images from before the update, detached (for ``reuse_real_features``)."""
         with self.toggled_optimizer(opt):
-            if self.hparams.reuse_real_features:  # one batched call (instance norm: the same numbers)
+            if self.hparams.reuse_real_features or self.hparams.shared_d_forward:  # one batched call (instance norm)
                 batch = real.shape[0]
                 features = self.discriminator(torch.cat([onehot, onehot]), torch.cat([real, fake.detach()]))
                 real_features = [[f[:batch] for f in scale] for scale in features]
@@ -280,20 +295,54 @@ class MaskGAN(L.LightningModule):
         prefix: str,
         real_features: list[list[Tensor]] | None = None,
     ) -> None:
-        hp = self.hparams
+        reuse = self.hparams.reuse_real_features or self.hparams.shared_d_forward
         with self.toggled_optimizer(opt):
-            terms = self.generator_terms(onehot, real, fake, real_features if hp.reuse_real_features else None)
-            terms["l1"] = F.l1_loss(fake, real)
-            loss = (
-                terms["adv"]
-                + hp.lambda_feat * terms["feat"]
-                + hp.lambda_percept * terms["percept"]
-                + hp.lambda_l1 * terms["l1"]
-            )
+            terms = self.generator_terms(onehot, real, fake, real_features if reuse else None)
+            loss = self._generator_total(terms, real, fake)
             opt.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt.step()
         self._log_terms(prefix, {**terms, "total": loss})
+
+    def _generator_total(self, terms: dict[str, Tensor], real: Tensor, fake: Tensor) -> Tensor:
+        """Adds the pixel L1 term to ``terms`` and returns Eq. 6's weighted sum (+ λ_L1·L1)."""
+        hp = self.hparams
+        terms["l1"] = F.l1_loss(fake, real)
+        return (
+            terms["adv"]
+            + hp.lambda_feat * terms["feat"]
+            + hp.lambda_percept * terms["percept"]
+            + hp.lambda_l1 * terms["l1"]
+        )
+
+    def _shared_d_step(
+        self, opt_g: Any, opt_d: Any, onehot: Tensor, real: Tensor, fake: Tensor, g_prefix: str, d_prefix: str
+    ) -> None:
+        """``shared_d_forward``: D's and the generator's update from one D forward on ``real`` and one on
+        ``fake``, both from D before its update (the released code's order). Each backward reaches only its
+        own network's parameters (``inputs=``), so D's loss sends nothing into the generator."""
+        hp = self.hparams
+        real_features = self.discriminator(onehot, real)
+        fake_features = self.discriminator(onehot, fake)
+        real_term, fake_term = discriminator_loss(hp.gan_loss, real_features, fake_features)
+        loss_d = 0.5 * (real_term + fake_term)
+        detached = [[f.detach() for f in scale] for scale in real_features]
+        terms = {
+            "adv": generator_loss(hp.gan_loss, fake_features),
+            "feat": feature_matching_loss(fake_features, detached),
+            "percept": self.perceptual(fake, real),
+        }
+        loss_g = self._generator_total(terms, real, fake)
+        d_params = [p for group in opt_d.param_groups for p in group["params"]]
+        g_params = [p for group in opt_g.param_groups for p in group["params"]]
+        opt_d.zero_grad(set_to_none=True)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d, inputs=d_params, retain_graph=True)
+        self.manual_backward(loss_g, inputs=g_params)
+        opt_d.step()
+        opt_g.step()
+        self._log_terms(d_prefix, {"real": real_term, "fake": fake_term, "total": loss_d})
+        self._log_terms(g_prefix, {**terms, "total": loss_g})
 
     # ------------------------------------------------------------------------------------- phases
     def _maskvae_step(self, onehot: Tensor, label: Tensor, opt: Any) -> None:
@@ -309,6 +358,9 @@ class MaskGAN(L.LightningModule):
     def _dmn_step(self, image: Tensor, onehot: Tensor, opt_g: Any, opt_d: Any) -> None:
         """Stage I / DMN training: reconstruct I_t from its own mask and style."""
         fake = self.dmn(onehot, self._source_mask(onehot), image)
+        if self.hparams.shared_d_forward:
+            self._shared_d_step(opt_g, opt_d, onehot, image, fake, "g", "d")
+            return
         real_features = self._discriminator_step(opt_d, onehot, image, fake, "d")
         self._generator_step(opt_g, onehot, image, fake, "g", real_features)
 
@@ -339,10 +391,13 @@ class MaskGAN(L.LightningModule):
         rendered = self.dmn.generate(torch.cat([m_inter, m_outer]), style.repeat(2, 1))
         i_inter, i_outer = rendered.chunk(2)
         blend, alpha = self.blender(i_inter, i_outer)
-        real_features = None
-        if self.hparams.ebst_blend_d_step:
-            real_features = self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
-        self._generator_step(opt_gb, onehot, image, blend, "gb", real_features)
+        if self.hparams.ebst_blend_d_step and self.hparams.shared_d_forward:
+            self._shared_d_step(opt_gb, opt_d, onehot, image, blend, "gb", "d_blend")
+        else:
+            real_features = None
+            if self.hparams.ebst_blend_d_step:
+                real_features = self._discriminator_step(opt_d, onehot, image, blend, "d_blend")
+            self._generator_step(opt_gb, onehot, image, blend, "gb", real_features)
         self.log("train/gb/alpha_mean", alpha.detach().mean(), batch_size=self._batch_size)
 
     def training_step(self, batch: Mapping[str, Tensor], batch_idx: int) -> None:
@@ -375,7 +430,10 @@ class MaskGAN(L.LightningModule):
             params["vae"] = self.mask_vae.parameters()
             params["gb"] = [*self.dmn.parameters(), *self.blender.parameters()]
         lrs = {"g": hp.lr, "d": hp.lr, "vae": hp.maskvae_lr, "gb": hp.ebst_lr}
-        return [torch.optim.Adam(params[name], lr=lrs[name], betas=betas) for name in self.optimizer_names()]
+        fused = True if hp.adam_fused else None
+        return [
+            torch.optim.Adam(params[name], lr=lrs[name], betas=betas, fused=fused) for name in self.optimizer_names()
+        ]
 
     def finished_optimizers(self, phase: Phase | None = None) -> list[str]:
         """Names of the optimizers no phase from ``phase`` (default: the current one) on will step."""

@@ -1,0 +1,124 @@
+"""MaskGAN's speed options change only what they say: the gradients of one DMN step against a hand-made
+reference (D's from its loss on the real and the detached generated batch; the generator's from Eq. 6 against
+D before or after D's update), and fused Adam's update against the per-tensor loop."""
+
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from datamodules.labels import label_to_onehot
+from portrait_models.losses import discriminator_loss, feature_matching_loss, generator_loss
+from portrait_models.maskgan.module import MaskGAN
+
+TINY = dict(
+    image_size=32, ngf=4, n_downsample=2, n_blocks=1, style_channels=4, style_downsample=3, ndf=4, ebst=False,
+    vgg_pretrained=False, vgg_layers=1, lambda_l1=3.0, dmn_steps=1, lr_decay=False, lr=1e-3,
+)  # fmt: skip
+
+
+def batch():
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 32, 32, generator=generator) * 2 - 1
+    labels = torch.randint(0, 19, (2, 32, 32), generator=generator)
+    return images, labels
+
+
+def one_step(model):
+    images, labels = batch()
+    items = [{"image": x, "label": y} for x, y in zip(images, labels)]
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(model, DataLoader(items, batch_size=2, shuffle=False))
+    return model
+
+
+def reference(model, order):
+    """Gradients of D's and the generator's loss for one batch, computed by hand. ``order``: ``"after"``
+    matches the generator against D after one Adam step on D's loss (default), ``"reuse"`` the same but with
+    the feature-matching targets from D before that step, ``"before"`` against D before it (released code)."""
+    images, labels = batch()
+    onehot = label_to_onehot(labels, 19).float()
+    hp = model.hparams
+    fake = model.dmn(onehot, onehot, images)
+    d = model.discriminator
+    real_before = d(onehot, images)
+    real_term, fake_term = discriminator_loss(hp.gan_loss, real_before, d(onehot, fake.detach()))
+    d_grads = torch.autograd.grad(0.5 * (real_term + fake_term), list(d.parameters()))
+    if order != "before":
+        opt = torch.optim.Adam(d.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+        for p, g in zip(d.parameters(), d_grads):
+            p.grad = g
+        opt.step()
+    with torch.no_grad():
+        real_features = d(onehot, images) if order == "after" else real_before
+    fake_features = d(onehot, fake)
+    loss_g = (
+        generator_loss(hp.gan_loss, fake_features)
+        + hp.lambda_feat * feature_matching_loss(fake_features, real_features)
+        + hp.lambda_percept * model.perceptual(fake, images)
+        + hp.lambda_l1 * F.l1_loss(fake, images)
+    )
+    g_grads = torch.autograd.grad(loss_g, list(model.dmn.parameters()))
+    return d_grads, g_grads
+
+
+def relative_error(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-12)).item()
+
+
+def assert_close(grads, params):
+    """All of a network's gradients within 1e-3 of the reference in relative norm (float reassociation: the
+    batched D call; biases before instance norm have a true gradient of zero and carry only rounding)."""
+    params = list(params)
+    assert all(p.grad is not None for p in params)
+    assert relative_error(flat([p.grad for p in params]), flat(grads)) < 1e-3
+
+
+def flat(tensors):
+    return torch.cat([t.flatten() for t in tensors])
+
+
+@pytest.mark.parametrize(
+    "options, order",
+    [({}, "after"), ({"reuse_real_features": True}, "reuse"), ({"shared_d_forward": True}, "before")],
+)
+def test_one_dmn_step_has_the_reference_gradients(options, order):
+    pl.seed_everything(0, verbose=False)
+    model = MaskGAN(**TINY, **options)
+    d_grads, g_grads = reference(copy.deepcopy(model), order)
+    one_step(model)
+    assert_close(d_grads, model.discriminator.parameters())
+    assert_close(g_grads, model.dmn.parameters())
+
+
+def test_shared_d_forward_differs_from_the_sequential_update():
+    """The three orders are really different updates (else the test above could not tell them apart)."""
+    pl.seed_everything(0, verbose=False)
+    model = MaskGAN(**TINY)
+    grads = {order: flat(reference(copy.deepcopy(model), order)[1]) for order in ("after", "reuse", "before")}
+    assert relative_error(grads["after"], grads["before"]) > 1e-2
+    assert relative_error(grads["reuse"], grads["before"]) > 1e-2
+    assert relative_error(grads["reuse"], grads["after"]) > 1e-2
+
+
+def test_fused_adam_makes_the_loop_adam_update():
+    """The fused optimizer's step equals the per-tensor loop's on the same gradients (its own, kept in .grad)."""
+    pl.seed_everything(0, verbose=False)
+    model = MaskGAN(**TINY, adam_fused=True)
+    start = [p.detach().clone() for p in model.dmn.parameters()]
+    one_step(model)
+    assert all(opt.defaults["fused"] for opt in model.trainer.optimizers)
+    params = list(model.dmn.parameters())
+    loop = [s.clone().requires_grad_(True) for s in start]
+    for q, p in zip(loop, params, strict=True):
+        q.grad = p.grad.clone()
+    torch.optim.Adam(loop, lr=model.hparams.lr, betas=tuple(model.hparams.betas), foreach=False).step()
+    assert all(not torch.equal(p.detach(), s) for p, s in zip(params, start, strict=True) if p.grad.abs().max() > 0)
+    for q, p in zip(loop, params, strict=True):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-7)
