@@ -82,12 +82,12 @@ class SampleGrid(pl.Callback):
         return path
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+        batches = batches_done(trainer) + 1
         if self.every_n_steps > 0 and batches % self.every_n_steps == 0:
             self.save(trainer, pl_module, batches)
 
     def on_train_end(self, trainer, pl_module) -> None:
-        self.save(trainer, pl_module, trainer.fit_loop.epoch_loop.total_batch_idx + 1)
+        self.save(trainer, pl_module, batches_done(trainer))
 
 
 class FreshStepMetrics(pl.Callback):
@@ -198,6 +198,13 @@ class BatchStartCheckpoint(Checkpoint):
             loop["_batches_that_stepped"] -= 1
 
 
+def batches_done(trainer: pl.Trainer) -> int:
+    """Training batches completed so far, counting on from the checkpoint in a resumed run. (Lightning's
+    ``total_batch_idx`` runs one ahead after a resume from a batch-start save, where the batch about to start
+    is already counted as ready; in ``on_train_batch_start`` this is that batch's 0-based index.)"""
+    return trainer.fit_loop.epoch_loop.batch_progress.total.completed
+
+
 def save_last(trainer: pl.Trainer, path: Path, why: str) -> None:
     """Save ``path`` from ``on_train_batch_start``: the state after the batches done so far."""
     flush_loggers(trainer)
@@ -207,7 +214,7 @@ def save_last(trainer: pl.Trainer, path: Path, why: str) -> None:
     finally:
         BatchStartCheckpoint._saving = False
     if trainer.is_global_zero:  # a line the kill/resume tests (and people tailing logs) wait for
-        batches = trainer.fit_loop.epoch_loop.total_batch_idx
+        batches = batches_done(trainer)
         print(f"checkpoint: {path} at batch {batches} ({why})", flush=True)
 
 
@@ -226,7 +233,7 @@ class PeriodicCheckpoint(BatchStartCheckpoint):
         self.saved_at = 0
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        done = trainer.fit_loop.epoch_loop.total_batch_idx  # batches completed before this one
+        done = batches_done(trainer)  # batches completed before this one
         if self.every_n_batches > 0 and done > self.saved_at and done % self.every_n_batches == 0:
             self.saved_at = done
             save_last(trainer, self.path, f"every {self.every_n_batches} batches")
@@ -313,7 +320,7 @@ class NonFiniteGuard(pl.Callback):
         weight = None if bad else self.bad_weight(pl_module)  # this batch's update may have diverged
         if not trainer.strategy.reduce_boolean_decision(bool(bad) or weight is not None, all=False):
             return
-        batches = trainer.fit_loop.epoch_loop.total_batch_idx + 1
+        batches = batches_done(trainer) + 1
         where = f"batch {batches} (epoch {trainer.current_epoch}, batch_idx {batch_idx}, "
         where += f"global_step {trainer.global_step})"
         phase = f"phase {self._phase!r}" if self._phase is not None else "no phases"
