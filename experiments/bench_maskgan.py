@@ -1,30 +1,38 @@
-"""Time MaskGAN's DMN training step, today's default against the optimized path, in one process.
+"""Time MaskGAN's DMN training step, today's default against the optimized path, interleaved in one process.
 
 ``python -m experiments.bench_maskgan`` (``make bench-maskgan``). Each path trains the real
 :class:`~portrait_models.maskgan.module.MaskGAN` (DMN phase: ``_dmn_step``) under a Lightning Trainer on one
-fixed random batch, and the per-part times are read by wrapping the module's own step helpers:
+fixed random batch. The two paths run in alternating rounds (``--rounds`` fits of ``--chunk`` batches each, the
+first batch of every fit dropped as warm-up), so load from other processes falls on both alike; the medians are
+over the kept batches. Per-part times come from wrapping the module's own step helpers:
 
 * **G forward**: the Dense Mapping Network (style encoder + trunk) on the batch;
 * **D step**: D on real and fake, backward, Adam;
 * **G step**: D on fake (+ D on real when recomputed), VGG19 on fake and real, backward, Adam;
+* **D+G**: the two together; with ``shared_d_forward`` they are one piece (two D forwards serve both
+  backwards), so only this column is filled;
 * **rest**: EMA update, logging, Lightning's loop.
 
-Paths: **eager fp32** is the default module (``reuse_real_features=False``: four D forwards per step);
-**optimized** sets ``reuse_real_features=True`` (feature matching against the D-step's real features, one
-batched D call: three D forwards, as the released code) and on a GPU adds bf16 autocast and channels_last
-(``--compile`` is not offered: the module's step is not compiled). Output: ms per part and per step (median
-over ``--iters`` steps after ``--warmup``), images/s, their ratio, and on a GPU the model FLOP utilisation (MFU)
-from the analytic 1.76 TFLOP per image per step at 512² (``shared/tools/gan_flops.py``, scaled by (size/512)²).
+Paths: **eager fp32** is the default module (four D forwards per step: real and fake for D's update, fake and
+real again with the updated D for the generator's). **optimized** sets ``shared_d_forward`` (two D forwards; the
+generator meets D from before its update, as the released code, which runs three) and ``adam_fused``, and on a
+GPU adds bf16 autocast and channels_last. Output per setting: ms per part and per step (median), images/s, the
+time ratios optimized/eager, the load average, and on a GPU the model FLOP utilisation (MFU) from the analytic
+1.76 TFLOP per image per step at 512² (``shared/tools/gan_flops.py``, scaled by (size/512)²).
 
-Defaults: on a GPU the paper's settings (512², batch 8, ngf 64, ndf 64, VGG19 to relu5_1); on a CPU the
-setting of the side-by-side measurement against the released code in issue 8 (64², batch 4, ngf 16, ndf 64,
-random VGG19 to relu5_1), about a minute.
+Settings: on a GPU the paper's (512², batch 8, ngf 64, ndf 64, VGG19 to relu5_1); on a CPU both settings of
+the side-by-side measurement against the released code in issue 8 (64² x 4 with ngf 16 and 128² x 2 with ngf
+32; ndf 64, random VGG19 to relu5_1), a few minutes. ``--size/--batch/--ngf`` time one setting of your own.
+Measured and left out on CPU: channels_last (no gain with oneDNN here), ``torch.compile`` of G, D and VGG19
+(no gain at one thread, 2-6 minutes of compilation each).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import statistics
 from dataclasses import asdict
 
@@ -32,11 +40,13 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import PartTimer, Result, peak_tflops, print_comparison
+from experiments.bench_common import PartTimer, Result, peak_tflops
 from portrait_models.maskgan.module import MaskGAN
 
 TFLOP_PER_IMAGE_512 = 1.76
-PARTS = ("G forward", "D step", "G step")
+PARTS = ("G forward", "D step", "G step", "D+G shared")
+COLUMNS = ("G forward", "D step", "G step", "D+G", "rest")
+CPU_SETTINGS = ((64, 4, 16), (128, 2, 32))  # (size, batch, ngf) of the issue-8 side-by-side measurement
 
 
 class _SameBatch(Dataset):
@@ -54,63 +64,116 @@ class _SameBatch(Dataset):
         return {"image": self.images[k], "label": self.labels[k]}
 
 
-def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result:
-    cuda = args.device == "cuda"
-    pl.seed_everything(0, verbose=False)
-    steps = args.warmup + args.iters
-    model = MaskGAN(
-        image_size=args.size, ngf=args.ngf, ndf=args.ndf, ebst=False, dmn_steps=steps, vgg_pretrained=False,
-        vgg_layers=args.vgg_layers, lr_decay=False, reuse_real_features=optimized,
-        channels_last=optimized and cuda,
-    )  # fmt: skip
-    timer = PartTimer(PARTS, cuda)
-    timer.wrap(model.dmn, "forward", "G forward")  # training calls only (the EMA copy is a separate network)
-    timer.wrap(model, "_discriminator_step", "D step")
-    timer.wrap(model, "_generator_step", "G step")
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if optimized and cuda else "32-true",
-        max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
-    loader = DataLoader(_SameBatch(args.size, args.batch, steps), batch_size=args.batch, shuffle=False)
-    trainer.fit(model, loader)
-    parts = {part: 1000 * statistics.median(timer.times[part][args.warmup :]) for part in (*PARTS, "rest")}
-    seconds = statistics.median(timer.times["step"][args.warmup :])
-    images_per_s = args.batch / seconds
-    peak = peak_tflops()
-    mfu = images_per_s * TFLOP_PER_IMAGE_512 * (args.size / 512) ** 2 / peak if peak else None
-    return Result(name, images_per_s, 1000 * seconds, parts, mfu)
+class _Path:
+    """One model + part timer, trained a few batches at a time; ``result`` gives the medians of kept batches."""
+
+    def __init__(self, name: str, args: argparse.Namespace, size: int, batch: int, ngf: int, optimized: bool):
+        self.name, self.args, self.size, self.batch, self.optimized = name, args, size, batch, optimized
+        self.cuda = args.device == "cuda"
+        pl.seed_everything(0, verbose=False)
+        self.model = MaskGAN(
+            image_size=size, ngf=ngf, ndf=args.ndf, ebst=False, dmn_steps=10**6, vgg_pretrained=False,
+            vgg_layers=args.vgg_layers, lr_decay=False, shared_d_forward=optimized, adam_fused=optimized,
+            channels_last=optimized and self.cuda,
+        )  # fmt: skip
+        self.timer = PartTimer(PARTS, self.cuda)
+        self.timer.wrap(self.model.dmn, "forward", "G forward")  # training calls only (the EMA copy is separate)
+        self.timer.wrap(self.model, "_discriminator_step", "D step")
+        self.timer.wrap(self.model, "_generator_step", "G step")
+        self.timer.wrap(self.model, "_shared_d_step", "D+G shared")
+        self.kept: list[int] = []
+
+    def run(self, batches: int) -> None:
+        first = len(self.timer.times["step"])
+        trainer = pl.Trainer(
+            accelerator="gpu" if self.cuda else "cpu", devices=1,
+            precision="bf16-mixed" if self.optimized and self.cuda else "32-true", max_steps=-1, max_epochs=1,
+            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+            callbacks=[self.timer], num_sanity_val_steps=0, limit_val_batches=0,
+        )  # fmt: skip
+        trainer.fit(self.model, DataLoader(_SameBatch(self.size, self.batch, batches), batch_size=self.batch))
+        self.kept += list(range(first + 1, len(self.timer.times["step"])))  # the fit's first batch is warm-up
+
+    def result(self) -> Result:
+        def median_ms(key: str) -> float:
+            return 1000 * statistics.median(self.timer.times[key][i] for i in self.kept)
+
+        parts = {p: median_ms(p) for p in (*PARTS, "rest")}
+        d_and_g = [self.timer.times[p] for p in ("D step", "G step", "D+G shared")]
+        parts["D+G"] = 1000 * statistics.median(sum(t[i] for t in d_and_g) for i in self.kept)
+        seconds = statistics.median(self.timer.times["step"][i] for i in self.kept)
+        images_per_s = self.batch / seconds
+        peak = peak_tflops()
+        mfu = images_per_s * TFLOP_PER_IMAGE_512 * (self.size / 512) ** 2 / peak if peak else None
+        return Result(self.name, images_per_s, 1000 * seconds, parts, mfu)
+
+
+def print_table(base: Result, fast: Result) -> None:
+    width = max(len(base.path), len(fast.path), len("time ratio optimized/eager"))
+    print(f"  {'median ms':<{width}} " + " ".join(f"{c:>10}" for c in (*COLUMNS, "step")) + "      img/s")
+    for r in (base, fast):
+        cells = " ".join(f"{r.parts_ms[c]:10.1f}" if r.parts_ms[c] > 0 else f"{'(in D+G)':>10}" for c in COLUMNS)
+        mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
+        print(f"  {r.path:<{width}} {cells} {r.step_ms:10.1f} {r.images_per_s:10.2f}{mfu}")
+    ratios = " ".join(
+        f"{fast.parts_ms[c] / base.parts_ms[c]:10.2f}" if fast.parts_ms[c] > 0 else f"{'':>10}" for c in COLUMNS
+    )
+    print(f"  {'time ratio optimized/eager':<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
+    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x")
+
+
+def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> dict:
+    what = (
+        f"DMN step, {size}², batch {batch}, ngf {ngf}, ndf {args.ndf}, VGG19 x{args.vgg_layers}, {args.device}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    load_before = os.getloadavg()[0]
+    print(f"bench-maskgan: {what}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
+    label = "shared_d_forward + adam_fused" + (" + bf16 + channels_last" if args.device == "cuda" else "")
+    paths = [
+        _Path("eager fp32 (default)", args, size, batch, ngf, optimized=False),
+        _Path(label, args, size, batch, ngf, optimized=True),
+    ]
+    for _ in range(args.rounds):
+        for path in paths:
+            path.run(args.chunk + 1)
+    base, fast = (p.result() for p in paths)
+    print_table(base, fast)
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (1-min, {os.cpu_count()} CPUs)"
+    print(f"  {args.rounds} interleaved rounds x {args.chunk} timed batches per path; {load}")
+    return {"setting": what, "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(base), asdict(fast)]}
 
 
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", type=int, default=512 if cuda else 64)
-    parser.add_argument("--batch", type=int, default=8 if cuda else 4)
-    parser.add_argument("--ngf", type=int, default=64 if cuda else 16)
+    parser.add_argument("--size", type=int, help="one setting of your own (default: the paper's on GPU, both CPU ones)")
+    parser.add_argument("--batch", type=int)
+    parser.add_argument("--ngf", type=int)
     parser.add_argument("--ndf", type=int, default=64)
     parser.add_argument("--vgg-layers", type=int, default=5, help="VGG19 slices of the perceptual loss (paper: 5)")
-    parser.add_argument("--iters", type=int, default=20 if cuda else 7)
-    parser.add_argument("--warmup", type=int, default=5 if cuda else 2)
+    parser.add_argument("--rounds", type=int, default=5 if cuda else 3, help="interleaved fits per path")
+    parser.add_argument("--chunk", type=int, default=5 if cuda else 2, help="timed batches per fit (after 1 warm-up)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     args.device = "cuda" if cuda else "cpu"
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fit banner
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    what = (
-        f"DMN step, {args.size}², batch {args.batch}, ngf {args.ngf}, ndf {args.ndf}, VGG19 x{args.vgg_layers}, "
-        f"{args.device}, {torch.get_num_threads()} threads"
-    )
-    print(f"bench-maskgan: {what}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""))
-    base = time_path("eager fp32 (default)", args, optimized=False)
-    label = "reuse_real_features" + (" + bf16 + channels_last" if cuda else "")
-    fast = time_path(label, args, optimized=True)
-    print_comparison(base, fast, PARTS)
+        settings = [(args.size or 512, args.batch or 8, args.ngf or 64)]
+    elif args.size or args.batch or args.ngf:
+        settings = [(args.size or 64, args.batch or 4, args.ngf or 16)]
+    else:
+        settings = list(CPU_SETTINGS)
+    reports = [bench_setting(args, *setting) for setting in settings]
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"setting": what, "results": [asdict(base), asdict(fast)]}, fh, indent=2)
+            json.dump(reports, fh, indent=2)
     return 0
 
 

@@ -97,6 +97,17 @@ def test_one_dmn_step_has_the_reference_gradients(options, order):
     assert_close(g_grads, model.dmn.parameters())
 
 
+def test_shared_d_forward_under_ddp_has_the_same_gradients(monkeypatch):
+    """With more than one process the generator's D forward runs separately (D frozen): same numbers."""
+    monkeypatch.setattr("portrait_models.maskgan.module.world", lambda: (2, 0))
+    pl.seed_everything(0, verbose=False)
+    model = MaskGAN(**TINY, shared_d_forward=True)
+    d_grads, g_grads = reference(copy.deepcopy(model), "before")
+    one_step(model)
+    assert_close(d_grads, model.discriminator.parameters())
+    assert_close(g_grads, model.dmn.parameters())
+
+
 def test_shared_d_forward_differs_from_the_sequential_update():
     """The three orders are really different updates (else the test above could not tell them apart)."""
     pl.seed_everything(0, verbose=False)

@@ -318,13 +318,21 @@ class MaskGAN(L.LightningModule):
     def _shared_d_step(
         self, opt_g: Any, opt_d: Any, onehot: Tensor, real: Tensor, fake: Tensor, g_prefix: str, d_prefix: str
     ) -> None:
-        """``shared_d_forward``: D's and the generator's update from one D forward on ``real`` and one on
-        ``fake``, both from D before its update (the released code's order). Each backward reaches only its
-        own network's parameters (``inputs=``), so D's loss sends nothing into the generator."""
+        """``shared_d_forward``: D's and the generator's update from D before its update (the released code's
+        order). On one process D runs once on ``real`` and once on ``fake``, and each backward reaches only its
+        own network's parameters (``inputs=``), so D's loss sends nothing into the generator. Under DDP, whose
+        reducer expects every parameter a loss's graph reaches to get a gradient in that backward, the
+        generator's D forward runs separately with D frozen (three forwards, the same numbers)."""
         hp = self.hparams
+        shared = world()[0] == 1
         real_features = self.discriminator(onehot, real)
-        fake_features = self.discriminator(onehot, fake)
-        real_term, fake_term = discriminator_loss(hp.gan_loss, real_features, fake_features)
+        if shared:
+            fake_features = fake_for_d = self.discriminator(onehot, fake)
+        else:
+            fake_for_d = self.discriminator(onehot, fake.detach())
+            with self.toggled_optimizer(opt_g):
+                fake_features = self.discriminator(onehot, fake)
+        real_term, fake_term = discriminator_loss(hp.gan_loss, real_features, fake_for_d)
         loss_d = 0.5 * (real_term + fake_term)
         detached = [[f.detach() for f in scale] for scale in real_features]
         terms = {
@@ -333,12 +341,16 @@ class MaskGAN(L.LightningModule):
             "percept": self.perceptual(fake, real),
         }
         loss_g = self._generator_total(terms, real, fake)
-        d_params = [p for group in opt_d.param_groups for p in group["params"]]
-        g_params = [p for group in opt_g.param_groups for p in group["params"]]
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
-        self.manual_backward(loss_d, inputs=d_params, retain_graph=True)
-        self.manual_backward(loss_g, inputs=g_params)
+        if shared:
+            d_params = [p for group in opt_d.param_groups for p in group["params"]]
+            g_params = [p for group in opt_g.param_groups for p in group["params"]]
+            self.manual_backward(loss_d, inputs=d_params, retain_graph=True)
+            self.manual_backward(loss_g, inputs=g_params)
+        else:
+            self.manual_backward(loss_d)
+            self.manual_backward(loss_g)
         opt_d.step()
         opt_g.step()
         self._log_terms(d_prefix, {"real": real_term, "fake": fake_term, "total": loss_d})
