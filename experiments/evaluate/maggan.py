@@ -18,8 +18,8 @@ Protocols, every test face, the generator in eval mode (BatchNorm running statis
 * **Editing accuracy**: on the 13 single-flip edits, the attribute classifier (``--attr-classifier``, at the
   resolution it was trained at; the paper resizes to 128 for STGAN's classifier) must predict the flipped value;
   the flips follow STGAN's test-time conflict rules (``--flip conflict-free``, the default: a hair colour turned
-  on turns the other two off, Bald and Bangs exclude each other, as STGAN's test, whose protocol the paper
-  reuses; a plain flip asks for targets like "blond and brown" that training never shows) or ``--flip plain``;
+  on turns the other two off, Bald and Bangs exclude each other, as STGAN's test does, whose classifier the
+  paper uses; a plain flip asks for targets like "blond and brown" that training never shows) or ``--flip plain``;
   per attribute and "Avg Acc" = mean of the 13 rates, also on the hat / no-hat subsets (hat ⇔ mean soft hat
   probability > 0.1, Fig. 7).
 * **FID** (``fid_13edits``): all 13 single-flip edits (the accuracy's rule) against the test originals, standard
