@@ -46,9 +46,10 @@ RUN = [
 # emotion (PortraitGAN) split is by identity: 32 validation pairs, an even number, so no rank reads fewer.
 DATA = {"portraitgan_synthetic_64": []}
 # MaskGAN: batches 1 and 2 are its MaskVAE and DMN phases. Batch 3 (EBST) renders the argmax of the MaskVAE's
-# decoding, which after one MaskVAE step is a near-tie at many pixels: rounding-level weight differences flip
-# pixels of the edited masks, and the gradient is discontinuous there (measured: 83% relative difference in the
-# first blender-step gradient of dmn.head), so EBST is not compared; its reference masks are global all the same.
+# decoding, which after one MaskVAE step is a near-tie at many pixels: rounding-level weight differences (the
+# two runs' MaskVAEs differ by float32 reduction order) flip pixels of the edited masks, and the gradient is
+# discontinuous there (measured: 83% relative difference in the first blender-step gradient of dmn.head). So the
+# run stops before EBST, and EBST is compared by its own test, with both runs resumed from one checkpoint.
 EXTRA = {"maskgan_synthetic_64": ["trainer.limit_train_batches=2"]}
 # Gu et al. pair each sample with π(b), another sample of the batch whose component features it borrows
 # (gradients flow into both): π is drawn over the global batch and the sources' features are gathered with
@@ -60,6 +61,10 @@ EXTRA = {"maskgan_synthetic_64": ["trainer.limit_train_batches=2"]}
 # whose gradient is zero up to rounding) moves by ±lr on rounding noise alone: after 3 batches the weights are
 # compared as a whole, ‖w₂ − w₁‖ / ‖w₁ − w₀‖ <= WEIGHT_RATIO (w₀ the initial weights).
 GRAD_RTOL, GRAD_FLOOR, WEIGHT_RATIO = 1e-3, 1e-5, 0.05
+# MaskGAN's EBST batch steps G_A and D (stage I) before G_B's gradient is taken (stage II): their first Adam
+# steps have moved the weights by ±lr where a gradient is rounding noise (above), so G_B's first gradient is not
+# taken at equal weights. Measured: 5.2e-3 relative on dmn.head.conv.weight (G_A's and D's within GRAD_RTOL).
+EBST_GB_RTOL = 2e-2
 # The validation metrics come from weights that differ that little: relative 1e-3 (measured 8e-4 for a loss).
 VAL_RTOL = 2e-3
 
@@ -116,13 +121,8 @@ def state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
 
 
-@pytest.mark.ddp
-@pytest.mark.parametrize(
-    "experiment",
-    distinct_systems(),
-)
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experiment, tmp_path, monkeypatch):
-    monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))
+def record_first_gradients(monkeypatch, tmp_path: Path) -> dict[int, Path]:
+    """Patch the runner so each run also keeps its optimizers' first gradients, in ``grads<devices>.pt``."""
     grads = {n: tmp_path / f"grads{n}.pt" for n in (1, 2)}
     make_callbacks = runner.make_callbacks
     monkeypatch.setattr(  # the forked ranks inherit the patched runner
@@ -130,10 +130,20 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experim
         "make_callbacks",
         lambda cfg, run_dir: [*make_callbacks(cfg, run_dir), FirstGradients(grads[cfg.trainer.devices])],
     )
-    one = runner.train(experiment, overrides(experiment, tmp_path / "one", 1), smoke=True)
-    two = runner.train(experiment, overrides(experiment, tmp_path / "two", 2), smoke=True)
-    assert (one.trainer.world_size, two.trainer.world_size) == (1, 2)
+    return grads
 
+
+def assert_parity(
+    experiment: str,
+    one,
+    two,
+    grads: dict[int, Path],
+    start: dict[str, torch.Tensor],
+    rtol: dict[int, float] | None = None,
+) -> None:
+    """``one`` (1 process, batch 2·B) and ``two`` (2 processes, B each): first gradients (optimizer i within
+    ``rtol[i]``, default GRAD_RTOL), weights moved from ``start`` and validation metrics agree."""
+    assert (one.trainer.world_size, two.trainer.world_size) == (1, 2)
     first_one, first_two = torch.load(grads[1], weights_only=True), torch.load(grads[2], weights_only=True)
     assert first_one and first_one.keys() == first_two.keys()
     for index, ref in first_one.items():
@@ -144,13 +154,12 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experim
             print(
                 f"{experiment} opt {index} {name}: {error / max(float(g.norm()), 1e-30):.2e} |g| {float(g.norm()):.2e}"
             )
-            assert error <= GRAD_RTOL * float(g.norm()) + floor, (
+            assert error <= (rtol or {}).get(index, GRAD_RTOL) * float(g.norm()) + floor, (
                 f"optimizer {index}, first gradient of {name}: ‖Δ‖ {error:.3g}, ‖g‖ {float(g.norm()):.3g}"
             )
 
     a, b = state(one.run_dir), state(two.run_dir)
     assert a["global_step"] == b["global_step"] > 0
-    start = initial_state(experiment, tmp_path / "init")
     diff = moved = 0.0
     for key, ref in a["state_dict"].items():
         got = b["state_dict"][key]
@@ -169,3 +178,39 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experim
         assert got_val[key] == pytest.approx(value, rel=VAL_RTOL, abs=1e-6, nan_ok=True), (
             f"{key}: {value} vs {got_val[key]}"
         )
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("experiment", distinct_systems())
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(experiment, tmp_path, monkeypatch):
+    monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))
+    grads = record_first_gradients(monkeypatch, tmp_path)
+    one = runner.train(experiment, overrides(experiment, tmp_path / "one", 1), smoke=True)
+    two = runner.train(experiment, overrides(experiment, tmp_path / "two", 2), smoke=True)
+    assert_parity(experiment, one, two, grads, initial_state(experiment, tmp_path / "init"))
+
+
+@pytest.mark.ddp
+def test_maskgan_ebst_phase_two_gloo_processes_equal_one_process(tmp_path, monkeypatch):
+    """MaskGAN's EBST batch, both runs resumed from one checkpoint taken at the start of the phase.
+
+    EBST renders argmax masks decoded by the frozen MaskVAE. Started from the same file, both runs hold the same
+    MaskVAE bit for bit and decode the same latents (each sample through the same eval-mode network), so the
+    simulated edits are the same masks and the phase is compared with the tolerances of every other system.
+    """
+    experiment = "maskgan_synthetic_64"
+    monkeypatch.setenv("PORTRAIT_GANS_CACHE", str(tmp_path / "cache"))
+    # a 1-process run whose step-3 checkpoint is taken when its MaskVAE and DMN batches are done (optimizer
+    # steps: 1 MaskVAE + 2 DMN), at the end of batch 2
+    saves = ["trainer.limit_train_batches=3", "run.save_every_n_steps=3"]
+    before = runner.train(experiment, [*overrides(experiment, tmp_path / "before", 1), *saves], smoke=True)
+    ckpt = before.run_dir / "checkpoints" / "step00000003.ckpt"
+    saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert int(saved["state_dict"]["batches_seen"]) == 2, "the shared start is not the first EBST batch"
+    grads = record_first_gradients(monkeypatch, tmp_path)
+    ebst = ["trainer.limit_train_batches=3", f"run.ckpt_path={ckpt}"]
+    one = runner.train(experiment, [*overrides(experiment, tmp_path / "one", 1), *ebst], smoke=True)
+    two = runner.train(experiment, [*overrides(experiment, tmp_path / "two", 2), *ebst], smoke=True)
+    assert {int(one.module.batches_seen), int(two.module.batches_seen)} == {3}
+    assert set(torch.load(grads[1], weights_only=True)) == {0, 1, 3}, "EBST steps G_A, D and G_B"
+    assert_parity(experiment, one, two, grads, saved["state_dict"], rtol={3: EBST_GB_RTOL})

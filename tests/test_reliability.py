@@ -163,14 +163,26 @@ CHAIN = [
     "trainer.max_steps=-1", "trainer.max_epochs=2", "trainer.limit_train_batches=3",
     "run.checkpoint_every_n_steps=1", "run.sample_every_n_steps=0", "trainer.log_every_n_steps=1",
 ]  # fmt: skip
+# Systems that stop on their own schedule get one that lasts the chain's 6 batches (their smoke schedules end
+# after 2 or 3): MagGAN's generator steps (one per batch at the smoke's n_critic=1), MaskGAN's three phases, 2
+# batches each, so the interruptions fall in different phases.
+SCHEDULE = {
+    "portrait_models.maggan.MagGAN": ["model.max_g_steps=6"],
+    "portrait_models.maskgan.MaskGAN": ["model.maskvae_steps=2", "model.dmn_steps=2", "model.ebst_steps=2"],
+}
 SLURM = {
     "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "portrait-gans", "SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1",
     "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
 }  # fmt: skip
 
 
+def chain(experiment: str) -> list[str]:
+    return [*CHAIN, *SCHEDULE.get(compose(experiment, []).model._target_, [])]
+
+
 def command(experiment: str, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "experiments.train", experiment, "--smoke", f"run.out_dir={out}", *CHAIN, *extra]
+    run = [sys.executable, "-m", "experiments.train", experiment, "--smoke", f"run.out_dir={out}"]
+    return [*run, *chain(experiment), *extra]
 
 
 def effective_config(experiment: str) -> str:
@@ -179,7 +191,9 @@ def effective_config(experiment: str) -> str:
     from experiments.train import SMOKE_OVERRIDES
 
     cfg = OmegaConf.to_container(
-        compose(experiment, [*map(str, compose(experiment, []).get("smoke") or []), *SMOKE_OVERRIDES, *CHAIN]),
+        compose(
+            experiment, [*map(str, compose(experiment, []).get("smoke") or []), *SMOKE_OVERRIDES, *chain(experiment)]
+        ),
         resolve=True,
     )
     cfg.pop("smoke", None)
@@ -262,20 +276,17 @@ def train_rows(ckpt: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, shared_dirs):
-    """The uninterrupted run of an experiment, once per module: trained in the test process (``train``, the
-    function the CLI calls, same overrides and workers), so the chain's subprocesses are compared against a
-    run in a process with another history."""
+    """The uninterrupted run of an experiment (a subprocess like the chain's), once per module."""
     base = tmp_path_factory.mktemp("reference")
     done: dict[str, Path] = {}
 
     def get(experiment: str) -> Path:
         if experiment not in done:
-            with pytest.MonkeyPatch.context() as patch:
-                patch.setenv("PORTRAIT_GANS_CACHE", str(shared_dirs[0]))
-                for key in [k for k in os.environ if k.startswith("SLURM_")]:
-                    patch.delenv(key)
-                result = train(experiment, [f"run.out_dir={base / experiment}", *CHAIN], smoke=True)
-            done[experiment] = result.run_dir / "checkpoints" / "last.ckpt"
+            out = base / experiment
+            run_to_end(command(experiment, out), environment(shared_dirs))
+            (done[experiment],) = out.glob(f"{experiment}/*/checkpoints/last.ckpt")
+            position = train_position(done[experiment])
+            assert position == [2, 0], f"{experiment} stopped at {position}, not after 2 x 3 batches: see SCHEDULE"
         return done[experiment]
 
     return get
