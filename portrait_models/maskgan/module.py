@@ -272,11 +272,18 @@ class MaskGAN(L.LightningModule):
         return [[f.detach() for f in scale] for scale in real_features]
 
     def generator_terms(
-        self, onehot: Tensor, real: Tensor, fake: Tensor, real_features: list[list[Tensor]] | None = None
+        self,
+        onehot: Tensor,
+        real: Tensor,
+        fake: Tensor,
+        real_features: list[list[Tensor]] | None = None,
+        fake_features: list[list[Tensor]] | None = None,
     ) -> dict[str, Tensor]:
         """Eq. 6 for one generated batch conditioned on ``onehot``: adversarial, feature matching, VGG.
-        ``real_features`` (D's features of ``real``) are recomputed with the current D when not given."""
-        fake_features = self.discriminator(onehot, fake)
+        ``real_features`` (D's features of ``real``, used as constants) are recomputed with the current D when
+        not given; ``fake_features`` (D's features of ``fake``, with their graph) likewise."""
+        if fake_features is None:
+            fake_features = self.discriminator(onehot, fake)
         if real_features is None:
             with torch.no_grad():
                 real_features = self.discriminator(onehot, real)
@@ -335,11 +342,7 @@ class MaskGAN(L.LightningModule):
         real_term, fake_term = discriminator_loss(hp.gan_loss, real_features, fake_for_d)
         loss_d = 0.5 * (real_term + fake_term)
         detached = [[f.detach() for f in scale] for scale in real_features]
-        terms = {
-            "adv": generator_loss(hp.gan_loss, fake_features),
-            "feat": feature_matching_loss(fake_features, detached),
-            "percept": self.perceptual(fake, real),
-        }
+        terms = self.generator_terms(onehot, real, fake, detached, fake_features)
         loss_g = self._generator_total(terms, real, fake)
         opt_d.zero_grad(set_to_none=True)
         opt_g.zero_grad(set_to_none=True)
