@@ -94,6 +94,10 @@ def _open_image(path: Path) -> Image.Image:
     return image
 
 
+#: Photo file suffixes the folder readers accept (lower-case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; a DatasetError names the file if it cannot be decoded."""
     with _open_image(path) as image:

@@ -35,6 +35,7 @@ import torch
 from tqdm import tqdm
 
 from datamodules.base import (
+    IMAGE_SUFFIXES,
     DatasetError,
     FaceDataModule,
     FaceDataset,
@@ -51,7 +52,6 @@ SplitBy = Literal["frames", "identity"]
 Partner = Literal["other_emotion", "uniform"]
 Crop = Literal["none", "landmark_box"]
 MODALITY_FOLDER = "modalities"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 LANDMARK_CACHE = "landmarks_68.json"
 LANDMARK_CACHE_FORMAT = "portrait-gans 68-point landmarks v1"
 NUM_LANDMARKS = 68

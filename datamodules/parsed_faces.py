@@ -21,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.base import DatasetError, FaceDataset, read_rgb
+from datamodules.base import IMAGE_SUFFIXES, DatasetError, FaceDataset, read_rgb
 from datamodules.labels import NUM_HELEN_CLASSES
 from datamodules.transforms import FaceSample
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 FOLDER_PARSE_COMMAND = (
     "python -m experiments.parse --checkpoint <11-class parser.ckpt> --dataset folder --data {root} --out {cache}"
     " --image-size 256"
