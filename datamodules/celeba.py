@@ -241,6 +241,9 @@ class CelebADataModule(FaceDataModule):
     synthetic world only (``root`` None), ``"labels"``: the exact label maps of the synthetic crop, one-hot,
     stand in for the parser's soft masks (written once beside the synthetic set at ``mask_size``²), or
     ``"parser"``: the soft masks of the FaceParser checkpoint ``parser_checkpoint`` (cached beside the set).
+
+    ``visible_bald`` (synthetic world only): write the world with more bald older men and no hats on bald heads
+    (:class:`~datamodules.synthetic.SyntheticFaceWorld`); its own cache folder ends in ``-visible-bald``.
     """
 
     synthetic_layout = "celeba"
@@ -261,8 +264,14 @@ class CelebADataModule(FaceDataModule):
         soft_masks: str | None = None,
         mask_size: int | None = None,
         parser_checkpoint: str | None = None,
+        visible_bald: bool = False,
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        if visible_bald and root is not None:
+            raise ValueError(
+                "visible_bald=true changes the synthetic world (root=None); it does nothing on real CelebA"
+            )
+        self.visible_bald = bool(visible_bald)
         self.crop = crop
         self.split_scheme = split_scheme
         self.attribute_names = None if attribute_names is None else tuple(attribute_names)
@@ -276,6 +285,11 @@ class CelebADataModule(FaceDataModule):
         self.soft_masks = soft_masks
         self.mask_size = mask_size or image_size
         self.parser_checkpoint = parser_checkpoint
+
+    @property
+    def synthetic_dir(self) -> Path:
+        directory = super().synthetic_dir
+        return directory.with_name(f"{directory.name}-visible-bald") if self.visible_bald else directory
 
     @property
     def soft_mask_dir(self) -> Path | None:
@@ -294,7 +308,9 @@ class CelebADataModule(FaceDataModule):
         if self.soft_masks in ("labels", "parser") and directory is not None and not directory.is_dir():
             with atomic_directory(directory) as tmp:
                 if self.soft_masks == "labels":
-                    write_synthetic_label_masks(tmp, self.synthetic_images, self.seed, self.image_size, self.mask_size)
+                    write_synthetic_label_masks(
+                        tmp, self.synthetic_images, self.seed, self.image_size, self.mask_size, self.visible_bald
+                    )
                 else:
                     write_parser_masks(tmp, self.parser_checkpoint, self.make_dataset("all", False, masks=False))
 
@@ -317,7 +333,13 @@ class CelebADataModule(FaceDataModule):
     def write_synthetic(self, directory: Path) -> None:
         from datamodules.synthetic import write_celeba
 
-        write_celeba(directory, num_images=self.synthetic_images, seed=self.seed, image_size=ALIGNED_FRAME)
+        write_celeba(
+            directory,
+            num_images=self.synthetic_images,
+            seed=self.seed,
+            image_size=ALIGNED_FRAME,
+            visible_bald=self.visible_bald,
+        )
 
 
 def synthetic_label_mask(label: np.ndarray, image_size: int, mask_size: int) -> torch.Tensor:
@@ -329,11 +351,14 @@ def synthetic_label_mask(label: np.ndarray, image_size: int, mask_size: int) -> 
     return one_hot_soft_mask(sample.label, NUM_CELEBAMASK_CLASSES)
 
 
-def write_synthetic_label_masks(directory: Path, num_images: int, seed: int, image_size: int, mask_size: int) -> None:
-    """One-hot soft masks of every face ``write_celeba`` writes (same seed and order), in the parse-cache layout."""
+def write_synthetic_label_masks(
+    directory: Path, num_images: int, seed: int, image_size: int, mask_size: int, visible_bald: bool = False
+) -> None:
+    """One-hot soft masks of every face ``write_celeba`` writes (same seed, world option and order), in the
+    parse-cache layout."""
     from datamodules.synthetic import SyntheticFaceWorld
 
-    world = SyntheticFaceWorld(seed)
+    world = SyntheticFaceWorld(seed, visible_bald=visible_bald)
     for i in range(num_images):
         label = world.face(i, ALIGNED_FRAME).label
         save_soft_mask(directory, f"{i + 1:06d}", synthetic_label_mask(label, image_size, mask_size))

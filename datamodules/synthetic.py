@@ -286,8 +286,14 @@ def _emotion_index(emotion: int | str) -> int:
 
 
 # ========================================================================================== identity traits
-def _sample_traits(rng: np.random.Generator) -> IdentityTraits:
-    """Draw one person. Correlations follow CelebA loosely (beards only on men, gray hair mostly when old)."""
+def _sample_traits(rng: np.random.Generator, visible_bald: bool = False) -> IdentityTraits:
+    """Draw one person. Correlations follow CelebA loosely (beards only on men, gray hair mostly when old).
+
+    ``visible_bald`` (off by default) makes baldness easier to learn: older men are bald about 49 % of the time
+    instead of 24 %, and no bald person wears a hat. The same random numbers are drawn in the same order either
+    way (the style's one draw only sees other weights, the hat is drawn and then dropped), so only older men whose
+    style changes and bald people who drew a hat differ from the default world.
+    """
     male = bool(rng.random() < 0.5)
     young = bool(rng.random() < 0.7)
     shape = str(rng.choice(FACE_SHAPES, p=[0.35, 0.2, 0.15, 0.15, 0.15]))
@@ -295,7 +301,8 @@ def _sample_traits(rng: np.random.Generator) -> IdentityTraits:
     width += 0.03 * male + rng.uniform(-0.03, 0.03)
     tone = int(rng.choice(len(SKIN_TONES), p=[0.15, 0.3, 0.2, 0.15, 0.1, 0.1]))
 
-    style_p = np.array([0.06 if young else 0.3, 0.6, 0.22, 0.12] if male else [0.0, 0.12, 0.38, 0.5])
+    bald_weight = 0.06 if young else (0.9 if visible_bald else 0.3)
+    style_p = np.array([bald_weight, 0.6, 0.22, 0.12] if male else [0.0, 0.12, 0.38, 0.5])
     style = str(rng.choice(HAIR_STYLES, p=style_p / style_p.sum()))
     colour_p = [0.35, 0.25, 0.4, 0.0] if young else [0.15, 0.1, 0.15, 0.6]
     colour = str(rng.choice(list(HAIR_COLOURS), p=colour_p))
@@ -304,6 +311,8 @@ def _sample_traits(rng: np.random.Generator) -> IdentityTraits:
     bangs = bool(has_hair and not receding and rng.random() < (0.15 if male else 0.4))
     beard = str(rng.choice(BEARD_STYLES, p=[0.35, 0.15, 0.15, 0.15, 0.2])) if male else "none"
     hat = str(rng.choice(HAT_STYLES, p=[0.8, 0.1, 0.1]))
+    if visible_bald and not has_hair:
+        hat = "none"
     necktie = bool(male and rng.random() < 0.2)
     lipstick = bool(not male and rng.random() < 0.45)
     heavy_makeup = bool(lipstick and rng.random() < 0.6)
@@ -1088,13 +1097,17 @@ class SyntheticFaceWorld:
     Args:
         seed: world seed; every trait, pose and noise pattern derives from it (same seed, same pixels).
         num_identities: how many people exist; ``face(index)`` cycles through them.
+        visible_bald: more bald older men (49 % instead of 24 %) and no hats on bald heads; off (the default)
+            is the standard world, pixel for pixel. MagGAN's synthetic config turns it on (its Bald edit needs
+            bald heads the critic's classifier can find).
     """
 
-    def __init__(self, seed: int = 0, num_identities: int = 100) -> None:
+    def __init__(self, seed: int = 0, num_identities: int = 100, *, visible_bald: bool = False) -> None:
         if num_identities < 1:
             raise ValueError(f"num_identities must be >= 1, got {num_identities}")
         self.seed = int(seed)
         self.num_identities = int(num_identities)
+        self.visible_bald = bool(visible_bald)
         self._traits: dict[int, IdentityTraits] = {}
         self._noise = _rng(self.seed, 0x0153).standard_normal((_NOISE_TILE, _NOISE_TILE), dtype=np.float32)
         # Pose-independent canonical geometry, cached per identity and per (identity, emotion).
@@ -1106,7 +1119,7 @@ class SyntheticFaceWorld:
         """Traits of one person, a pure function of (seed, identity)."""
         identity = self._check_identity(identity)
         if identity not in self._traits:
-            self._traits[identity] = _sample_traits(_rng(self.seed, identity, 0x1D))
+            self._traits[identity] = _sample_traits(_rng(self.seed, identity, 0x1D), self.visible_bald)
         return self._traits[identity]
 
     def _check_identity(self, identity: int) -> int:
@@ -1495,6 +1508,7 @@ def write_celeba(
     *,
     seed: int = 0,
     image_size: int | tuple[int, int] = (218, 178),
+    visible_bald: bool = False,
 ) -> Path:
     """Write a synthetic aligned CelebA (reference §7).
 
@@ -1502,12 +1516,12 @@ def write_celeba(
     ``list_eval_partition.txt`` (contiguous ~80/10/10 %, as the real file is ordered), ``list_landmarks_align_
     celeba.txt`` (eye centres = means of iBUG 36-41 / 42-47, nose = 30, mouth corners = 48 / 54, rounded)
     and ``identity_CelebA.txt`` (1-based identity). Image k is ``SyntheticFaceWorld(seed).face(k - 1,
-    image_size)``.
+    image_size)`` (``SyntheticFaceWorld(seed, visible_bald=visible_bald)``).
     """
     root = Path(root)
     num_images = _check_count(num_images, "num_images")
     size = _sanitize_size(image_size, "image_size")
-    world = SyntheticFaceWorld(seed)
+    world = SyntheticFaceWorld(seed, visible_bald=visible_bald)
     (root / "img_align_celeba").mkdir(parents=True, exist_ok=True)
     n_train, n_val, _ = _split_counts(num_images)
     attrs, parts, marks, ids = [], [], [], []
