@@ -11,6 +11,7 @@ from datamodules.labels import CLASS_INDEX, EDIT_ATTRIBUTES, label_to_onehot
 from metrics.functional.mre import attribute_change_vector, mask_aware_reconstruction_error
 from portrait_models.maggan.losses import attribute_difference
 from portrait_models.maggan.networks import (
+    STGAN_PORT_ATTRIBUTES,
     AttributeCondition,
     MagGANGenerator,
     MultiLevelDiscriminator,
@@ -21,6 +22,7 @@ from portrait_models.maggan.networks import (
     from_tiles,
     generator_settings,
     resize_maps,
+    stgan_port_networks,
     to_tiles,
 )
 
@@ -264,6 +266,47 @@ def test_parameter_counts_on_meta_device(size):
         assert (
             sum(p.numel() for p in d.parameters()) == _expected_discriminator_params(size) == D_PARAMETER_COUNTS[size]
         )
+
+
+def _expected_stgan_port_params(c: int = 10) -> tuple[int, int]:
+    """Hand count of bluestyle97/STGAN-pytorch's G and D at 128² (its models/stgan.py layer list)."""
+    enc = [64, 128, 256, 512, 1024]
+    g = sum(16 * i * o + 2 * o for i, o in zip([3, *enc[:-1]], enc))  # conv (no bias) + BN
+    for d in (512, 256, 128):  # STU: deconv of cat(state, att) (no bias), 3 gates conv (no bias) + BN
+        g += 16 * (2 * d + c) * d + 3 * (9 * 2 * d * d + 2 * d)
+    g += 16 * (1024 + c) * 1024 + 2 * 1024  # decoder 0: att concatenated once
+    g += sum(16 * 3 * d * d + 2 * d for d in (512, 256, 128))  # decoder 1-3: cat(h, STU out)
+    g += 16 * 128 * 16 + 2 * 16 + 9 * 16 * 3  # one_more_conv: deconv to 64 // 4 + BN, 3×3 deconv to RGB
+    trunk = sum(16 * i * o + o + 2 * o for i, o in zip([3, *enc[:-1]], enc))  # conv + bias, IN affine
+    flat = 1024 * 4 * 4
+    return g, trunk + 2 * (flat * 1024 + 1024) + 1024 + 1 + 1024 * c + c
+
+
+def test_stgan_port_preset_has_the_ports_exact_parameter_counts():
+    """The issue's figures for the port's own config: G 74,379,600 and D 44,717,899 at 128²."""
+    with torch.device("meta"):
+        g, d = stgan_port_networks(128)
+        counts = (sum(p.numel() for p in g.parameters()), sum(p.numel() for p in d.parameters()))
+        assert counts == _expected_stgan_port_params() == (74_379_600, 44_717_899)
+        assert len(STGAN_PORT_ATTRIBUTES) == g.num_attributes == 10 and len(g.stus) == 3
+        out = g(torch.empty(2, 3, 128, 128), torch.empty(2, 10))
+        assert out.shape == (2, 3, 128, 128)
+        assert d(torch.empty(2, 3, 128, 128))[0].attributes.shape == (2, 10)
+
+
+def test_stu_batch_norm_variant_is_bias_free_and_normalised():
+    stu = SelectiveTransferUnit(state_channels=6, feature_channels=4, norm="batch")
+    assert stu.upsample.bias is None and all(gate[0].bias is None for gate in (stu.reset_gate, stu.hidden))
+    seen = {}
+    stu.reset_gate.register_forward_hook(lambda module, args, output: seen.update(reset=output))
+    with torch.no_grad():
+        out, new_state = stu(torch.randn(3, 4, 8, 8) * 5 + 2, torch.randn(3, 6, 4, 4))
+    assert out.shape == new_state.shape == (3, 4, 8, 8)
+    pre = seen["reset"]  # the gate's pre-activation is batch-normalised per channel (training mode)
+    torch.testing.assert_close(pre.mean((0, 2, 3)), torch.zeros(4), atol=1e-5, rtol=0)
+    torch.testing.assert_close(pre.var((0, 2, 3), unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="STU norm"):
+        SelectiveTransferUnit(2, 2, norm="instance")
 
 
 def test_spade_and_concat_variants_differ_only_in_the_decoder_norm_and_conv_inputs():

@@ -139,16 +139,30 @@ class SelectiveTransferUnit(nn.Module):
 
     ``s' = deconv4×4s2(state)``; ``r, z = σ(conv3×3([f, s']))``; ``s_new = r ⊙ s'``;
     ``info = tanh(conv3×3([f, s_new]))``; ``out = (1 − z) ⊙ s' + z ⊙ info``. Returns ``(out, s_new)``.
+
+    ``norm="none"`` is the TF code (every conv with a bias, no norm). ``norm="batch"`` is the STU of the most
+    used PyTorch port (bluestyle97/STGAN-pytorch): the three gate convs without bias, each followed by
+    BatchNorm, and the state deconv without bias.
     """
 
-    def __init__(self, state_channels: int, feature_channels: int, kernel_size: int = 3) -> None:
+    def __init__(
+        self, state_channels: int, feature_channels: int, kernel_size: int = 3, norm: Literal["none", "batch"] = "none"
+    ) -> None:
         super().__init__()
+        if norm not in ("none", "batch"):
+            raise ValueError(f"STU norm must be 'none' or 'batch', got {norm!r}")
         pad = kernel_size // 2
         d = feature_channels
-        self.upsample = nn.ConvTranspose2d(state_channels, d, 4, 2, 1)
-        self.reset_gate = nn.Conv2d(2 * d, d, kernel_size, padding=pad)
-        self.update_gate = nn.Conv2d(2 * d, d, kernel_size, padding=pad)
-        self.hidden = nn.Conv2d(2 * d, d, kernel_size, padding=pad)
+        bias = norm == "none"
+
+        def gate() -> nn.Module:
+            conv = nn.Conv2d(2 * d, d, kernel_size, padding=pad, bias=bias)
+            return conv if bias else nn.Sequential(conv, nn.BatchNorm2d(d))
+
+        self.upsample = nn.ConvTranspose2d(state_channels, d, 4, 2, 1, bias=bias)
+        self.reset_gate = gate()
+        self.update_gate = gate()
+        self.hidden = gate()
 
     def forward(self, feature: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         state_up = self.upsample(state)
@@ -195,6 +209,10 @@ class MagGANGenerator(nn.Module):
         spade_hidden, spade_norm: SPADE's hidden width and parameter-free norm (``batch`` or ``instance``).
         blend: apply eq. (13)'s fixed blend ``M ⊙ x + (1 − M) ⊙ G`` to every output (off in the final model).
         seg_branch: MagGAN+Seg: masks from an FCN-8s branch on the encoder instead of the parser's.
+        stu_norm: ``"none"`` (STGAN TF) or ``"batch"`` (the PyTorch port's STU, :class:`SelectiveTransferUnit`).
+        one_more_conv: 0 (STGAN default): the last deconv goes straight to RGB. ``k > 0`` (STGAN's
+            ``one_more_conv``): the last deconv goes to ``dec_dim // 4`` channels → BN → ReLU, then a ``k×k``
+            stride-1 deconv to RGB, both without bias, as in the PyTorch port (``one_more_conv: true`` = 3).
     """
 
     def __init__(
@@ -213,8 +231,12 @@ class MagGANGenerator(nn.Module):
         blend: bool = False,
         seg_branch: bool = False,
         attributes: tuple[str, ...] = EDIT_ATTRIBUTES,
+        stu_norm: Literal["none", "batch"] = "none",
+        one_more_conv: int = 0,
     ) -> None:
         super().__init__()
+        if one_more_conv < 0 or (one_more_conv and one_more_conv % 2 == 0):
+            raise ValueError(f"one_more_conv must be 0 or an odd kernel size, got {one_more_conv}")
         if decoder not in ("bn_concat", "spade"):
             raise ValueError(f"decoder must be 'bn_concat' or 'spade', got {decoder!r}")
         if not 0 <= shortcut_layers < num_layers or not 0 <= inject_layers < num_layers:
@@ -237,7 +259,7 @@ class MagGANGenerator(nn.Module):
         state = enc[-1] + c
         for j in range(shortcut_layers):
             width = enc[num_layers - 2 - j]
-            self.stus.append(SelectiveTransferUnit(state, width))
+            self.stus.append(SelectiveTransferUnit(state, width, norm=stu_norm))
             state = width + c
         dec = [min(dec_dim * 2 ** (num_layers - 1 - i), max_dim) for i in range(num_layers - 1)]
         self.up = nn.ModuleList()
@@ -256,7 +278,14 @@ class MagGANGenerator(nn.Module):
             if decoder == "bn_concat" and i < inject_layers:
                 z += c
             self.decoder_input_widths.append(z)
-        self.to_rgb = nn.ConvTranspose2d(z, 3, 4, 2, 1)
+        if one_more_conv:
+            extra = max(1, dec_dim // 4)
+            self.to_rgb: nn.Module = nn.Sequential(
+                nn.ConvTranspose2d(z, extra, 4, 2, 1, bias=False), nn.BatchNorm2d(extra), nn.ReLU(),
+                nn.ConvTranspose2d(extra, 3, one_more_conv, 1, one_more_conv // 2, bias=False),
+            )  # fmt: skip
+        else:
+            self.to_rgb = nn.ConvTranspose2d(z, 3, 4, 2, 1)
         self.seg = SegmentationBranch((enc[-3], enc[-2], enc[-1])) if seg_branch else None
 
     @property
@@ -443,3 +472,26 @@ class MultiLevelDiscriminator(nn.Module):
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             raise ValueError(f"expected {self.image_size}² images for {self.levels} levels, got {tuple(x.shape)}")
         return [self.level(k, self.level_input(x, k)) for k in range(self.levels)]
+
+
+# ------------------------------------------------------------------------------------------ STGAN-pytorch preset
+# The most used PyTorch STGAN port (bluestyle97/STGAN-pytorch, configs/train_stgan.yaml; reference_implementations.md
+# §3.5): 10 attributes, 5 levels of base width 64, 3 shortcut STUs, the attribute only at the decoder's first layer,
+# BatchNorm in the STU gates and one more conv before RGB. Our networks in that configuration have its exact
+# parameter counts at 128² (G 74,379,600, D 44,717,899; tests/test_maggan_networks.py).
+STGAN_PORT_ATTRIBUTES = (
+    "Bangs", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses", "Male", "Mouth_Slightly_Open", "Mustache",
+    "Pale_Skin", "Young",
+)  # fmt: skip
+
+
+def stgan_port_networks(image_size: int = 128) -> tuple[MagGANGenerator, MultiLevelDiscriminator]:
+    """``(G, D)`` in the PyTorch STGAN port's own configuration (replicated conditioning, concat decoder)."""
+    c = len(STGAN_PORT_ATTRIBUTES)
+    generator = MagGANGenerator(
+        c, enc_dim=64, dec_dim=64, num_layers=5, max_dim=1024, shortcut_layers=3, inject_layers=0,
+        conditioning="replicated", decoder="bn_concat", attributes=STGAN_PORT_ATTRIBUTES, stu_norm="batch",
+        one_more_conv=3,
+    )  # fmt: skip
+    discriminator = MultiLevelDiscriminator(1, image_size, c, dim=64, n_layers=5, max_dim=1024, fc_dim=1024)
+    return generator, discriminator
