@@ -17,6 +17,15 @@ as 5× a critic forward).
 
 Defaults: on a GPU the paper's 256² setting (batch 32, the full STGAN-size G and D); on a CPU a small setting
 (64², batch 8, base width 16) that runs in about a minute.
+
+The two paths are built side by side and timed interleaved (eager critic, optimized critic, eager G, optimized G,
+per iteration), so a change in machine load hits both alike.
+
+``--stgan-port``: our networks in the configuration of the most used PyTorch STGAN port (bluestyle97/
+STGAN-pytorch: 10 attributes, 3 shortcut STUs with BatchNorm gates, the attribute only at the decoder's first
+layer, one more conv; ``networks.stgan_port_networks``, the port's exact parameter counts), Table 3 row (i)
+losses (STGAN: no L_mre), at 128², batch 32, printed beside the port's own times on this kind of CPU with 2
+threads (critic step 3.2 s, G step 9.2 s, about 6.2 img/s over a 5:1 loop).
 """
 
 from __future__ import annotations
@@ -26,14 +35,18 @@ import contextlib
 import json
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from portrait_models.maggan.module import MagGAN
+from portrait_models.maggan.networks import stgan_port_networks
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+# bluestyle97/STGAN-pytorch in its own config, 128², batch 32, this kind of CPU, 2 threads (the issue's figures)
+STGAN_PORT_SECONDS = {"critic": 3.2, "generator": 9.2, "cycle_img_s": 6.2}
 
 
 @dataclass
@@ -76,7 +89,8 @@ def count_macs(module: nn.Module, *inputs: torch.Tensor) -> int:
 def step_flops(model: MagGAN, batch: int, size: int) -> tuple[float, float]:
     """Analytic FLOPs of one critic step and one G step for ``batch`` images."""
     x = torch.zeros(batch, 3, size, size)
-    g = count_macs(model.generator, x, torch.zeros(batch, 13), torch.zeros(batch, 19, size, size) + 1 / 19)
+    c = model.generator.num_attributes
+    g = count_macs(model.generator, x, torch.zeros(batch, c), torch.zeros(batch, 19, size, size) + 1 / 19)
     d = count_macs(model.discriminator, x)
     critic = g + 3 * 2 * d + 5 * d  # G forward, D on real + fake with backward, GP
     generator = 3 * 2 * g + 3 * d  # two G passes with backward, D on the edit with backward
@@ -85,7 +99,12 @@ def step_flops(model: MagGAN, batch: int, size: int) -> tuple[float, float]:
 
 def build(args: argparse.Namespace) -> MagGAN:
     """STGAN's layout at ``--size``: ``--layers`` encoder/decoder levels of base width ``--width``, an STU on every
-    non-bottleneck level (the paper's 256² network with the defaults on a GPU), one critic of the same depth."""
+    non-bottleneck level (the paper's 256² network with the defaults on a GPU), one critic of the same depth.
+    ``--stgan-port``: the PyTorch port's G and D (``networks.stgan_port_networks``) with row (i)'s losses."""
+    if args.stgan_port:
+        model = MagGAN(image_size=args.size, d_level_size=args.size, table3_row="i", n_critic=args.n_critic)
+        model.generator, model.discriminator = stgan_port_networks(args.size)
+        return model
     return MagGAN(
         image_size=args.size, enc_dim=args.width, dec_dim=args.width, num_layers=args.layers,
         shortcut_layers=args.layers - 1, inject_layers=args.layers - 1, d_level_size=args.size,
@@ -93,7 +112,8 @@ def build(args: argparse.Namespace) -> MagGAN:
     )  # fmt: skip
 
 
-def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result:
+def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callable[[], None]]:
+    """The critic step and the G step of one path, on its own model, optimisers and fixed random batch."""
     torch.manual_seed(0)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -103,18 +123,13 @@ def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result
     opt_g, opt_d = model.configure_optimizers()
     g = torch.Generator().manual_seed(1)
     image = (torch.rand(args.batch, 3, args.size, args.size, generator=g) * 2 - 1).to(device, memory_format=fmt)
-    att = (torch.rand(args.batch, 13, generator=g) > 0.5).float().to(device)
+    att = (torch.rand(args.batch, model.generator.num_attributes, generator=g) > 0.5).float().to(device)
     masks = torch.rand(args.batch, 19, args.size, args.size, generator=g).softmax(1).to(device)
     target = att.roll(1, 0)
     diff = target - att
     if optimized and args.compile:
         model.generator = torch.compile(model.generator)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if optimized and cuda else contextlib.nullcontext()
-    torch.backends.cudnn.benchmark = optimized and cuda
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
 
     def critic_step() -> None:
         with autocast:
@@ -132,27 +147,41 @@ def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result
         loss.backward()
         opt_g.step()
 
-    times: dict[str, list[float]] = {"critic": [], "generator": []}
+    return {"critic": critic_step, "generator": generator_step}
+
+
+def time_paths(args: argparse.Namespace) -> list[Result]:
+    """Eager fp32 and optimized, interleaved step by step; median seconds per step after the warm-up."""
+    cuda = torch.device(args.device).type == "cuda"
+    paths = {"eager fp32": make_steps(args, optimized=False), "optimized": make_steps(args, optimized=True)}
+    times = {(name, part): [] for name in paths for part in ("critic", "generator")}
     for i in range(args.warmup + args.iters):
-        for part, step in (("critic", critic_step), ("generator", generator_step)):
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            if i >= args.warmup:
-                times[part].append(time.perf_counter() - start)
-    critic, generator = (statistics.median(times[p]) for p in ("critic", "generator"))
-    cycle = args.n_critic * critic + generator
-    mfu = None
+        for part in ("critic", "generator"):
+            for name, steps in paths.items():
+                torch.backends.cudnn.benchmark = cuda and name == "optimized"
+                if cuda:
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+                steps[part]()
+                if cuda:
+                    torch.cuda.synchronize()
+                if i >= args.warmup:
+                    times[(name, part)].append(time.perf_counter() - start)
+    peak = None
     if cuda:
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-        if peak:
-            critic_flops, generator_flops = step_flops(build(args), args.batch, args.size)
-            mfu = (args.n_critic * critic_flops + generator_flops) / cycle / (peak * 1e12)
-    # a cycle reads n_critic batches (the G step reuses the last one, as the module does)
-    cycle_img_s = args.n_critic * args.batch / cycle
-    return Result(name, 1000 * critic, 1000 * generator, args.batch / critic, args.batch / generator, cycle_img_s, mfu)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in torch.cuda.get_device_name()), None)
+    flops = step_flops(build(args), args.batch, args.size) if peak else None
+    results = []
+    for name in paths:
+        critic, generator = (statistics.median(times[(name, p)]) for p in ("critic", "generator"))
+        cycle = args.n_critic * critic + generator
+        mfu = (args.n_critic * flops[0] + flops[1]) / cycle / (peak * 1e12) if flops and peak else None
+        # a cycle reads n_critic batches (the G step reuses the last one, as the module does)
+        cycle_img_s = args.n_critic * args.batch / cycle
+        results.append(
+            Result(name, 1000 * critic, 1000 * generator, args.batch / critic, args.batch / generator, cycle_img_s, mfu)
+        )
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,10 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
     parser.add_argument("--iters", type=int, default=20 if cuda else 4)
     parser.add_argument("--compile", action="store_true", help="also torch.compile the generator (optimized path)")
+    parser.add_argument(
+        "--stgan-port", action="store_true",
+        help="the PyTorch STGAN port's G and D at 128², batch 32 (overrides --size/--batch/--width/--layers), "
+        "beside the port's own CPU times",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
-    results = [time_path("eager fp32", args, optimized=False), time_path("optimized", args, optimized=True)]
+    if args.stgan_port:
+        args.size, args.batch, args.width, args.layers, args.n_critic = 128, 32, 64, 5, 5
+    results = time_paths(args)
     setting = f"{args.size}², batch {args.batch}, width {args.width}, n_critic {args.n_critic}, {args.device}"
+    if args.stgan_port:
+        setting = f"STGAN-pytorch port's G and D, row (i) losses, {setting}"
+    setting += f", {torch.get_num_threads()} thread(s)"
     print(f"MagGAN training steps ({setting}; median of {args.iters} after {args.warmup} warm-up)")
     header = ("path", "critic ms", "G ms", "critic img/s", "G img/s", "cycle img/s", "MFU")
     print(f"{header[0]:<12}" + "".join(f" {h:>12}" for h in header[1:]))
@@ -185,9 +224,23 @@ def main(argv: list[str] | None = None) -> int:
         "cycle": fast.cycle_img_s / eager.cycle_img_s,
     }
     print("optimized / eager: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    port = None
+    if args.stgan_port:
+        port = STGAN_PORT_SECONDS
+        print(
+            f"{'port (2 thr)':<12} {1000 * port['critic']:12.1f} {1000 * port['generator']:12.1f} "
+            f"{args.batch / port['critic']:12.1f} {args.batch / port['generator']:12.1f} {port['cycle_img_s']:12.1f}"
+        )
+        for r in results:
+            print(
+                f"{r.path} / port: critic {1000 * port['critic'] / r.critic_ms:.2f}x, "
+                f"G {1000 * port['generator'] / r.generator_ms:.2f}x, cycle {r.cycle_img_s / port['cycle_img_s']:.2f}x "
+                "(> 1: faster than the port; the port's figures are for 2 threads)"
+            )
     if args.json:
         with open(args.json, "w") as handle:
-            json.dump({"setting": setting, "results": [asdict(r) for r in results]}, handle, indent=2)
+            record = {"setting": setting, "results": [asdict(r) for r in results], "stgan_port": port}
+            json.dump(record, handle, indent=2)
     return 0
 
 
