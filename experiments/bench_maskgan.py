@@ -20,6 +20,11 @@ GPU adds bf16 autocast and channels_last. Output per setting: ms per part and pe
 time ratios optimized/eager, the load average, and on a GPU the model FLOP utilisation (MFU) from the analytic
 1.76 TFLOP per image per step at 512² (``shared/tools/gan_flops.py``, scaled by (size/512)²).
 
+On a CPU with native bf16 (oneDNN reports it: AVX512-BF16 or AMX) a third path, **+ bf16**, adds bf16 mixed
+precision (``trainer.precision=bf16-mixed``, autocast: convolutions in bf16, norms and losses in fp32) to the
+optimized one. That changes the numerics (an option, never the default on CPU), so its ratio is printed on its
+own line; ``--no-cpu-bf16`` leaves it out.
+
 Settings: on a GPU the paper's (512², batch 8, ngf 64, ndf 64, VGG19 to relu5_1); on a CPU both settings of
 the side-by-side measurement against the released code in issue 8 (64² x 4 with ngf 16 and 128² x 2 with ngf
 32; ndf 64, random VGG19 to relu5_1), a few minutes. ``--size/--batch/--ngf`` time one setting of your own.
@@ -67,9 +72,12 @@ class _SameBatch(Dataset):
 class _Path:
     """One model + part timer, trained a few batches at a time; ``result`` gives the medians of kept batches."""
 
-    def __init__(self, name: str, args: argparse.Namespace, size: int, batch: int, ngf: int, optimized: bool):
+    def __init__(
+        self, name: str, args: argparse.Namespace, size: int, batch: int, ngf: int, optimized: bool, bf16: bool
+    ):
         self.name, self.args, self.size, self.batch, self.optimized = name, args, size, batch, optimized
         self.cuda = args.device == "cuda"
+        self.precision = "bf16-mixed" if bf16 else "32-true"
         pl.seed_everything(0, verbose=False)
         self.model = MaskGAN(
             image_size=size, ngf=ngf, ndf=args.ndf, ebst=False, dmn_steps=10**6, vgg_pretrained=False,
@@ -87,7 +95,7 @@ class _Path:
         first = len(self.timer.times["step"])
         trainer = pl.Trainer(
             accelerator="gpu" if self.cuda else "cpu", devices=1,
-            precision="bf16-mixed" if self.optimized and self.cuda else "32-true", max_steps=-1, max_epochs=1,
+            precision=self.precision, max_steps=-1, max_epochs=1,
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
             callbacks=[self.timer], num_sanity_val_steps=0, limit_val_batches=0,
         )  # fmt: skip
@@ -108,18 +116,20 @@ class _Path:
         return Result(self.name, images_per_s, 1000 * seconds, parts, mfu)
 
 
-def print_table(base: Result, fast: Result) -> None:
-    width = max(len(base.path), len(fast.path), len("time ratio optimized/eager"))
+def print_table(base: Result, *faster: Result) -> None:
+    labels = [f"time ratio {'optimized' if n == 0 else '+ bf16'}/eager" for n in range(len(faster))]
+    width = max(len(base.path), *(len(r.path) for r in faster), *(len(label) for label in labels))
     print(f"  {'median ms':<{width}} " + " ".join(f"{c:>10}" for c in (*COLUMNS, "step")) + "      img/s")
-    for r in (base, fast):
+    for r in (base, *faster):
         cells = " ".join(f"{r.parts_ms[c]:10.1f}" if r.parts_ms[c] > 0 else f"{'(in D+G)':>10}" for c in COLUMNS)
         mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
         print(f"  {r.path:<{width}} {cells} {r.step_ms:10.1f} {r.images_per_s:10.2f}{mfu}")
-    ratios = " ".join(
-        f"{fast.parts_ms[c] / base.parts_ms[c]:10.2f}" if fast.parts_ms[c] > 0 else f"{'':>10}" for c in COLUMNS
-    )
-    print(f"  {'time ratio optimized/eager':<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
-    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x")
+    for label, fast in zip(labels, faster, strict=True):
+        ratios = " ".join(
+            f"{fast.parts_ms[c] / base.parts_ms[c]:10.2f}" if fast.parts_ms[c] > 0 else f"{'':>10}" for c in COLUMNS
+        )
+        print(f"  {label:<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
+        print(f"  {'':<{width}} speed-up {fast.images_per_s / base.images_per_s:.2f}x")
 
 
 def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> dict:
@@ -131,17 +141,19 @@ def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> 
     print(f"bench-maskgan: {what}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
     label = "shared_d_forward + adam_fused" + (" + bf16 + channels_last" if args.device == "cuda" else "")
     paths = [
-        _Path("eager fp32 (default)", args, size, batch, ngf, optimized=False),
-        _Path(label, args, size, batch, ngf, optimized=True),
+        _Path("eager fp32 (default)", args, size, batch, ngf, optimized=False, bf16=False),
+        _Path(label, args, size, batch, ngf, optimized=True, bf16=args.device == "cuda"),
     ]
+    if args.device == "cpu" and args.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        paths.append(_Path(label + " + bf16", args, size, batch, ngf, optimized=True, bf16=True))
     for _ in range(args.rounds):
         for path in paths:
             path.run(args.chunk + 1)
-    base, fast = (p.result() for p in paths)
-    print_table(base, fast)
+    results = [p.result() for p in paths]
+    print_table(*results)
     load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (1-min, {os.cpu_count()} CPUs)"
     print(f"  {args.rounds} interleaved rounds x {args.chunk} timed batches per path; {load}")
-    return {"setting": what, "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(base), asdict(fast)]}
+    return {"setting": what, "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(r) for r in results]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5 if cuda else 3, help="interleaved fits per path")
     parser.add_argument("--chunk", type=int, default=5 if cuda else 2, help="timed batches per fit (after 1 warm-up)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's)")
+    parser.add_argument(
+        "--no-cpu-bf16",
+        dest="cpu_bf16",
+        action="store_false",
+        help="CPU: leave out the bf16 mixed-precision path (added where oneDNN has native bf16)",
+    )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     args.device = "cuda" if cuda else "cpu"

@@ -47,3 +47,31 @@ def test_demo_numbers_are_exact_for_known_renderers():
     text = format_numbers(perfect)
     assert "ratio 0.00 (meets <= 0.6)" in text and "ratio 1.00 (meets >= 0.9)" in text
     assert "(MISSES <= 0.6)" in format_numbers(average)
+
+
+def test_background_judge_gives_the_foreground_numbers_and_leaves_the_rng_alone(tmp_path):
+    """The judge fitted on a second thread while "training" runs equals the one fitted at the end, and starting
+    it leaves the main thread's global RNG where it was (the GAN's numbers do not depend on the judge)."""
+    from types import SimpleNamespace
+
+    from portrait_models.maskgan.demo import SyntheticDemoReport
+
+    train, val = _Split(*synthetic_tensors(0, 24, 32)), _Split(*synthetic_tensors(100, 8, 32))
+    mean_face = train.images.mean(0, keepdim=True)
+    module = _Renderer("constant", mean_face + 0.1)
+    datamodule = SimpleNamespace(datasets={"train": train, "val": val})
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, datamodule=datamodule,
+                              default_root_dir=str(tmp_path))  # fmt: skip
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    numbers = {}
+    for background in (False, True):
+        report = SyntheticDemoReport(parser_steps=4, max_images=24, background=background)
+        torch.manual_seed(123)
+        report.on_fit_start(trainer, module)
+        assert (report._judge is not None) == background
+        assert torch.equal(torch.rand(3), expected)  # drawn while the judge trains: the stream is untouched
+        report.on_fit_end(trainer, module)
+        numbers[background] = report.numbers
+    assert numbers[True] == numbers[False]
+    assert 0 < numbers[True]["parser_on_real"] < 1 and numbers[True]["l1_ratio"] > 1.0

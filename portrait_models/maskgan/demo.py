@@ -12,11 +12,19 @@ training ends and prints, on the validation split:
   mask** of the training masks agrees with the target (the generated faces must clearly beat it).
 
 The numbers are also written to ``<run dir>/demo_report.json`` and logged as ``demo/<name>``.
+
+The judge parser needs only the training faces, not the GAN, so with ``background=True`` (the synthetic config)
+it is fitted on a second Python thread from the start of training: the GAN runs at one torch thread
+(``run.cpu_threads=1``) on one core and the judge on the other, and the report at the end only renders and
+scores. Torch ops release the GIL, and the judge touches no global RNG (its training faces are stacked on the
+main thread under a fixed seed, its batches come from its own generator), so the GAN's numbers are those of a
+run without the judge and the judge's are the same as when fitted at the end.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +45,22 @@ def _stack(dataset: Dataset, limit: int) -> tuple[Tensor, Tensor]:
     return torch.stack([item["image"] for item in items]), torch.stack([item["label"] for item in items])
 
 
-def train_judge_parser(images: Tensor, labels: Tensor, steps: int, seed: int = 0) -> torch.nn.Module:
-    """A small U-Net :class:`FaceParser` fitted to (images, labels) for ``steps`` batches of 16 (Adam 1e-3)."""
+def new_judge_parser(seed: int = 0) -> torch.nn.Module:
+    """The judge: a small U-Net :class:`FaceParser`, initialised from ``seed`` (the caller's RNG untouched)."""
     from portrait_models.parsing import FaceParser
 
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return FaceParser(unet_feature_scale=8, lr=1e-3)
+
+
+def train_judge_parser(
+    images: Tensor, labels: Tensor, steps: int, seed: int = 0, parser: torch.nn.Module | None = None
+) -> torch.nn.Module:
+    """Fits ``parser`` (default :func:`new_judge_parser`) to (images, labels) for ``steps`` batches of 16 (Adam
+    1e-3), drawing the batches from its own generator; uses no global RNG."""
     generator = torch.Generator().manual_seed(seed)
-    parser = FaceParser(unet_feature_scale=8, lr=1e-3)
+    parser = parser if parser is not None else new_judge_parser(seed)
     optimizer = torch.optim.Adam(parser.parameters(), lr=1e-3)
     parser.train()
     for _ in range(steps):
@@ -54,12 +72,25 @@ def train_judge_parser(images: Tensor, labels: Tensor, steps: int, seed: int = 0
     return parser.eval().requires_grad_(False)
 
 
+def training_faces(train: Dataset, max_images: int, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The first ``max_images`` training faces and masks, drawn (flips included) under ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _stack(train, max_images)
+
+
 @torch.no_grad()
 def demo_numbers(
-    module: Any, train: Dataset, val: Dataset, parser_steps: int = 300, max_images: int = 256
+    module: Any,
+    train: Dataset,
+    val: Dataset,
+    parser_steps: int = 300,
+    max_images: int = 256,
+    judge: torch.nn.Module | None = None,
 ) -> dict[str, float]:
-    """The demo's numbers (see the module docstring) for a MaskGAN ``module`` and its train / val splits."""
-    train_images, train_labels = _stack(train, max_images)
+    """The demo's numbers (see the module docstring) for a MaskGAN ``module`` and its train / val splits;
+    ``judge``: a judge parser already fitted to :func:`training_faces` (else it is fitted here)."""
+    train_images, train_labels = training_faces(train, max_images)
     val_images, val_labels = _stack(val, max_images)
     device = next(module.parameters()).device
     module.eval()
@@ -70,8 +101,10 @@ def demo_numbers(
     mean_face = train_images.mean(0, keepdim=True).expand_as(val_images)
     l1, mean_l1 = F.l1_loss(fakes, val_images).item(), F.l1_loss(mean_face, val_images).item()
     majority = F.one_hot(train_labels, NUM_CELEBAMASK_CLASSES).sum(0).argmax(-1)
-    with torch.enable_grad():
-        parser = train_judge_parser(train_images, train_labels, parser_steps)
+    if judge is None:
+        with torch.enable_grad():
+            judge = train_judge_parser(train_images, train_labels, parser_steps)
+    parser = judge
     real = (parser(val_images).argmax(1) == val_labels).float().mean().item()
     generated = (parser(fakes).argmax(1) == val_labels).float().mean().item()
     return {
@@ -99,23 +132,62 @@ def format_numbers(numbers: dict[str, float]) -> str:
     ])  # fmt: skip
 
 
+class _JudgeThread(threading.Thread):
+    """Fits the judge parser while the GAN trains; :meth:`result` joins and returns it (or re-raises)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, steps: int) -> None:
+        super().__init__(name="maskgan-demo-judge", daemon=True)
+        self.images, self.labels, self.steps = images, labels, steps
+        self.parser = new_judge_parser()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            with torch.enable_grad():
+                train_judge_parser(self.images, self.labels, self.steps, parser=self.parser)
+        except BaseException as error:  # re-raised on the main thread by result()
+            self.error = error
+
+    def result(self) -> torch.nn.Module:
+        self.join()
+        if self.error is not None:
+            raise RuntimeError("the demo's judge parser failed to train") from self.error
+        return self.parser
+
+
 class SyntheticDemoReport(pl.Callback):
     """Prints (and writes to ``<run dir>/demo_report.json``) the demo's numbers when training ends.
 
     Args:
         parser_steps: batches of 16 for the judge parser fitted on the training faces.
         max_images: at most this many training / validation faces are used.
+        background: fit the judge on a second thread from the start of training (needs a free core: the GAN
+            should run with ``run.cpu_threads`` one fewer than the cores); False fits it at the end.
     """
 
-    def __init__(self, parser_steps: int = 300, max_images: int = 256) -> None:
-        self.parser_steps, self.max_images = parser_steps, max_images
+    def __init__(self, parser_steps: int = 300, max_images: int = 256, background: bool = False) -> None:
+        self.parser_steps, self.max_images, self.background = parser_steps, max_images, background
         self.numbers: dict[str, float] = {}
+        self._judge: _JudgeThread | None = None
+
+    @staticmethod
+    def _reports(trainer: pl.Trainer) -> bool:
+        return not trainer.sanity_checking and trainer.is_global_zero and trainer.datamodule is not None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.background and self._reports(trainer):
+            images, labels = training_faces(trainer.datamodule.datasets["train"], self.max_images)
+            self._judge = _JudgeThread(images, labels, self.parser_steps)
+            self._judge.start()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or trainer.datamodule is None:
+        if not self._reports(trainer):
             return
+        judge, self._judge = (self._judge.result() if self._judge is not None else None), None
         datasets = trainer.datamodule.datasets
-        self.numbers = demo_numbers(pl_module, datasets["train"], datasets["val"], self.parser_steps, self.max_images)
+        self.numbers = demo_numbers(
+            pl_module, datasets["train"], datasets["val"], self.parser_steps, self.max_images, judge
+        )
         print(format_numbers(self.numbers), flush=True)
         root = Path(trainer.default_root_dir)
         root.mkdir(parents=True, exist_ok=True)
