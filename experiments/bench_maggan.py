@@ -8,9 +8,11 @@
 * **G step**: G(x, att_diff) and G(x, 0), the critic on the edit, eq. (11), backward, Adam.
 
 Paths: **eager fp32** (contiguous tensors, no autocast); **optimized**: channels_last weights and inputs, and on
-a GPU bf16 autocast + cuDNN autotuning (``--compile`` also compiles the generator; the critic is not compiled
-because of the double backward). Output: median ms per step over ``--iters`` after ``--warmup``, images/s of
-each step and of a full ``n_critic``:1 cycle (``n_critic`` batches read), the optimized/eager ratio, and on a
+a GPU bf16 autocast + cuDNN autotuning, on a CPU with native bf16 (oneDNN; AVX512-BF16 / AMX) bf16 autocast
+(``--cpu-bf16 off`` keeps it fp32); the gradient penalty stays in fp32 either way, as in training
+(``--compile`` also compiles the generator; the critic is not compiled because of the double backward).
+Output: median ms per step over ``--iters`` after ``--warmup``, images/s of each step and of a full ``n_critic``:1
+cycle (``n_critic`` batches read), the optimized/eager ratio, and on a
 GPU the model FLOP utilisation (MFU) from an analytic count of the convolution / linear multiply-adds of
 these very networks (forward hooks on the layer shapes; a training pass is taken as 3× forward, the penalty
 as 5× a critic forward).
@@ -112,6 +114,11 @@ def build(args: argparse.Namespace) -> MagGAN:
     )  # fmt: skip
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (otherwise bf16 autocast would only emulate it, slowly)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callable[[], None]]:
     """The critic step and the G step of one path, on its own model, optimisers and fixed random batch."""
     torch.manual_seed(0)
@@ -129,7 +136,8 @@ def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callab
     diff = target - att
     if optimized and args.compile:
         model.generator = torch.compile(model.generator)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if optimized and cuda else contextlib.nullcontext()
+    bf16 = cuda or (args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16()))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if optimized and bf16 else contextlib.nullcontext()
 
     def critic_step() -> None:
         with autocast:
@@ -201,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         help="the PyTorch STGAN port's G and D at 128², batch 32 (overrides --size/--batch/--width/--layers), "
         "beside the port's own CPU times",
     )  # fmt: skip
+    parser.add_argument(
+        "--cpu-bf16", choices=("auto", "on", "off"), default="auto",
+        help="bf16 autocast in the optimized path on a CPU (auto: where oneDNN has native bf16)",
+    )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.stgan_port:
@@ -210,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.stgan_port:
         setting = f"STGAN-pytorch port's G and D, row (i) losses, {setting}"
     setting += f", {torch.get_num_threads()} thread(s)"
+    if not cuda:
+        on = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())
+        setting += f"; optimized = channels_last{' + bf16 autocast' if on else ''}"
     print(f"MagGAN training steps ({setting}; median of {args.iters} after {args.warmup} warm-up)")
     header = ("path", "critic ms", "G ms", "critic img/s", "G img/s", "cycle img/s", "MFU")
     print(f"{header[0]:<12}" + "".join(f" {h:>12}" for h in header[1:]))
