@@ -58,6 +58,7 @@ from experiments.evaluate.common import (
     markdown_table,
     missing_attribute,
     paper_table,
+    training_data_settings,
 )
 from metrics.functional.image import psnr_per_image, ssim_per_image, to_unit_range
 from metrics.functional.mre import attribute_change_vector, mre_per_attribute
@@ -288,6 +289,8 @@ def run(args: argparse.Namespace) -> int:
     kwargs = {"attribute_names": EDIT_ATTRIBUTES, "soft_masks": args.masks if args.data else "labels"}
     if args.data is not None:
         kwargs["split_scheme"] = "stgan"
+    elif training_data_settings(args.checkpoint).get("visible_bald"):
+        kwargs["visible_bald"] = True  # the world the checkpoint was trained on
     dataset, description, synthetic = load_test_split(
         CelebADataModule, args.data, int(model.hparams.image_size), args.checkpoint, args.synthetic_images,
         dataset_name="CelebA", **kwargs,
