@@ -6,24 +6,33 @@ batch for ``--warmup + --iters`` iterations (an even count, so paired and unpair
 schedule are equally represented) and reports the median time of an iteration pair, images/s and their
 ratio; on a GPU also the model FLOP utilisation from a FLOP count of one pair (``torch.utils.flop_counter``).
 
-Paths: **eager fp32** is the default module. **optimized** takes only what helps on the device: on a GPU
-``batch_paths=True`` (reconstruction and transfer through G_m as one 2B batch on paired iterations) and bf16
-autocast; on a CPU ``channels_last=True`` (oneDNN convolutions without layout reorders). ``batch_paths`` is
-not used on a CPU: it measured 0.59× there (2 Dec, 64², batch 4), the 2B-sample activations of G_m
-falling out of cache while a CPU gains nothing from the larger kernels; channels-last measured 9% less
-CPU time per generator step (same setting, alternating in one process). Both paths share what the module
-always does beyond the released code: the reconstruction path has no graph and D takes no step on unpaired
-iterations (the released code back-propagates a zeroed loss and steps D's Adam anyway).
+Paths: **eager fp32** is the default module. **optimized** adds what computes the same update faster:
+``adam_fused`` (one fused Adam kernel instead of the per-tensor loop: 0.24 s instead of 1.30 s of CPU time
+per generator step over its 228 M parameters at 256²) and ``log_paired_terms_every_step=False`` (unpaired
+iterations skip the graph-free reconstruction, D forwards and VGG that the default runs only to log the
+weight-0 paired terms); on a GPU also ``batch_paths=True`` (reconstruction and transfer through G_m as one
+2B batch on paired iterations) and bf16 autocast; on a CPU ``channels_last=True`` below 256² (``--channels-
+last`` to choose; it measured 9% less CPU time per generator step at 64², 0.99× at 256² on 2 idle threads).
+``batch_paths`` is not used on a CPU: it measured 0.59× there (2 Dec, 64², batch 4). Both paths skip D's step
+on unpaired iterations (the released code steps D's Adam on a zeroed loss).
 
 Besides the wall time of an iteration pair, each path reports the process CPU time (all threads; under a
-shared machine's load the wall time inflates, the CPU time much less) and, per iteration, the time of the
-generator forward, its backward + step, and the D and D2 steps (the released code's phases, for the CPU
-reference below).
+shared machine's load the wall time inflates, the CPU time much less) and the released code's phases per
+iteration: **forward** (everything before the generator's backward, plus the D and D2 forwards on the real
+and the detached fake image, which the released ``forward`` computes and ours runs inside each D step),
+**G backward + step**, **D** and **D2** (backward + Adam step of each), paired and unpaired iterations
+apart; with ``--official --size 256`` at batch 1 or 2 also the ratio to the released code's iteration
+(4.36 s at batch 1, 8.75 s at batch 2, 2 threads, issue 10). ``--flops`` prints the FLOPs of each module
+(forward, weight and input gradients) in one paired and one unpaired iteration, counted by forward hooks on
+every convolution and linear layer (the total is checked against ``torch.utils.flop_counter``).
+
+``--parser`` (default with ``--official``) attaches a frozen random parser of the released netP's shape
+(``Pix2PixUNet``) as P_F, so the parsing loss on the transfer path costs what netP costs in the released
+iteration; without it L_GP is 0 and the parser is not run.
 
 Defaults: on a GPU the paper's settings (256², batch 4, official widths, masked VGG19 to relu5_1); on a CPU a
 small setting (64², batch 4, ngf 16, tiny autoencoders, no VGG), about a minute. ``--official`` selects the
-official widths at any size (the issue's CPU reference: the released code's iteration takes 4.36 s at 256²,
-batch 1, 2 threads).
+official widths at any size (the issue's CPU reference: ``--official --size 256 --batch 1 --vgg``).
 """
 
 from __future__ import annotations
@@ -32,17 +41,26 @@ import argparse
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from portrait_models.mask_guided.module import MaskGuidedSystem
+from portrait_models.mask_guided.networks import Pix2PixUNet
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 TINY = dict(ngf=16, ae_width=16, latent_dim=64, fc_hidden=128, feat_channels=32, n_res_blocks=2, ndf=16)
+#: The released code's training iteration on a 2-thread CPU at 256², official widths, random VGG19 (issue 10):
+#: seconds per phase at batch 1, and the total at batch 2.
+RELEASED_PHASES_S = {"forward": 1.39, "g_backward_step": 2.75, "d": 0.11, "d2": 0.11}
+RELEASED_TOTAL_S = {1: 4.36, 2: 8.75}
+PHASES = ("forward", "g_backward_step", "d", "d2")
+PHASE_TITLES = {"forward": "forward", "g_backward_step": "G backward+step", "d": "D step", "d2": "D2 step"}
 
 
 @dataclass
@@ -51,7 +69,8 @@ class Result:
     images_per_s: float
     pair_ms: float
     pair_cpu_ms: float
-    phases_ms: dict[str, float]
+    #: "paired" / "unpaired" -> phase -> mean ms per iteration, in the released code's layout (see the docstring)
+    phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     mfu: float | None = None
 
 
@@ -95,9 +114,9 @@ class _Timer(pl.Callback):
 
 
 class _PhasedSystem(MaskGuidedSystem):
-    """The system with the wall time of its phases recorded per iteration: ``forward`` (batch start to the
-    generator's backward), ``g_backward_step``, ``d`` and ``d2`` (each discriminator's forward, backward
-    and step). Timing marks only; the computation is the parent's."""
+    """The system with timing marks per iteration: ``start``, ``backward`` (entry of each ``manual_backward``:
+    the generator's, then one per discriminator step) and each discriminator step's ``d_start``/``d_end``
+    (``d2_...``). Timing marks only; the computation is the parent's."""
 
     def __init__(self, *args: Any, cuda: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -109,12 +128,12 @@ class _PhasedSystem(MaskGuidedSystem):
         return time.perf_counter()
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
-        self._marks = {"start": self._now()}
+        self._marks = {"start": self._now(), "paired": self.paired_step, "backward": []}
         super().training_step(batch, batch_idx)
         self.phases.append(self._marks)
 
     def manual_backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        self._marks.setdefault("g_backward", self._now())  # the first backward of an iteration is the generator's
+        self._marks["backward"].append(self._now())
         super().manual_backward(loss, *args, **kwargs)
 
     def _discriminator_step(self, opt: Any, disc: torch.nn.Module, *args: Any) -> dict:
@@ -125,14 +144,36 @@ class _PhasedSystem(MaskGuidedSystem):
         return out
 
 
-def phase_means(marks: list[dict[str, float]]) -> dict[str, float]:
-    """Mean ms per iteration of each phase (D over the paired iterations, where it steps)."""
-    forward = [m["g_backward"] - m["start"] for m in marks]
-    g_step = [min(m.get("d_start", m["d2_start"]), m["d2_start"]) - m["g_backward"] for m in marks]
-    d = [m["d_end"] - m["d_start"] for m in marks if "d_start" in m]
-    d2 = [m["d2_end"] - m["d2_start"] for m in marks]
-    mean = lambda v: 1000 * statistics.fmean(v) if v else float("nan")  # noqa: E731
-    return {"forward": mean(forward), "g_backward_step": mean(g_step), "d": mean(d), "d2": mean(d2)}
+def released_layout(marks: dict[str, Any]) -> dict[str, float]:
+    """One iteration's seconds per phase as the released code splits them: ``forward`` = ours before the
+    generator's backward + each discriminator step's two forwards (before its backward); ``g_backward_step``
+    up to the first discriminator step; ``d`` / ``d2`` = backward + step only (0 for D when it did not step)."""
+    g_backward, *d_backwards = marks["backward"]
+    steps = [name for name in ("d", "d2") if f"{name}_start" in marks]  # the order they ran in
+    d_forward = sum(b - marks[f"{n}_start"] for n, b in zip(steps, d_backwards, strict=True))
+    out = {
+        "forward": g_backward - marks["start"] + d_forward,
+        "g_backward_step": min(marks[f"{n}_start"] for n in steps) - g_backward,
+        "d": 0.0,
+        "d2": 0.0,
+    }
+    for name, backward in zip(steps, d_backwards, strict=True):
+        out[name] = marks[f"{name}_end"] - backward
+    return out
+
+
+def phase_means(marks: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean ms per iteration of each phase (:func:`released_layout`), over paired, unpaired and all iterations."""
+    groups = {
+        "paired": [m for m in marks if m["paired"]],
+        "unpaired": [m for m in marks if not m["paired"]],
+        "mean": marks,
+    }
+    out = {}
+    for group, items in groups.items():
+        layouts = [released_layout(m) for m in items]
+        out[group] = {p: 1000 * statistics.fmean(x[p] for x in layouts) if layouts else float("nan") for p in PHASES}
+    return out
 
 
 def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -141,11 +182,18 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(image_size=args.size, vgg_pretrained=False, **widths, **vgg)
 
 
+def build(args: argparse.Namespace, cls: type[MaskGuidedSystem] = MaskGuidedSystem, **kwargs: Any) -> MaskGuidedSystem:
+    model = cls(**model_kwargs(args), **kwargs)
+    if args.parser:
+        model.attach_parser(Pix2PixUNet(ngf=64 if args.official else 16))
+    return model
+
+
 def pair_flops(args: argparse.Namespace) -> float:
     """FLOPs of one paired + one unpaired iteration (forward and backward), counted on the CPU at batch 1."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = MaskGuidedSystem(**model_kwargs(args))
+    model = build(args)
     data = _SameBatch(args.size, 1, 1)
     image, label = data.images, data.label[None]
     counter = FlopCounterMode(display=False)
@@ -159,12 +207,143 @@ def pair_flops(args: argparse.Namespace) -> float:
     return float(counter.get_total_flops()) * args.batch
 
 
+# ------------------------------------------------------------------------------------------ FLOPs per module
+def module_group(name: str) -> str:
+    """Table row of a layer: each component autoencoder's encoder / feature / image decoder, E_m, G_m, E_b,
+    G_b, D, D2, VGG, the parser."""
+    parts = name.split(".")
+    if parts[:2] == ["generator", "autoencoders"]:
+        return ".".join(parts[2:4])
+    if parts[0] == "generator":
+        trunk = {"mask_encoder": "E_m", "bg_encoder": "E_b", "bg_decoder": "G_b", "rgb_head": "G_m RGB head"}
+        return trunk.get(parts[1], "G_m")
+    return {"discriminator": "D", "discriminator2": "D2", "vgg": "VGG19", "parser": "parser"}.get(parts[0], parts[0])
+
+
+class LayerFlops:
+    """Forward hooks on every Conv2d / ConvTranspose2d / Linear of ``model``: per :func:`module_group` the
+    forward FLOPs (2·MACs) and the backward FLOPs the call implies (weight gradient when the weight requires
+    grad, input gradient when the input does, each the forward's count) of every call under grad mode."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.flops: dict[str, dict[str, float]] = defaultdict(lambda: {"forward": 0.0, "weight": 0.0, "input": 0.0})
+        self._handles = [
+            module.register_forward_hook(self._hook(module_group(name)))
+            for name, module in model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
+        ]
+
+    def _hook(self, group: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            x = inputs[0]
+            if isinstance(module, nn.Linear):
+                macs = x.numel() * module.out_features
+            else:  # each input (transposed) or output (conv) value meets the kernel of the other side's channels
+                taps = module.kernel_size[0] * module.kernel_size[1] // module.groups
+                transposed = isinstance(module, nn.ConvTranspose2d)
+                macs = (
+                    x.numel() * module.out_channels * taps if transposed else output.numel() * module.in_channels * taps
+                )
+            row = self.flops[group]
+            row["forward"] += 2 * macs
+            if torch.is_grad_enabled():
+                row["weight"] += 2 * macs if module.weight.requires_grad else 0
+                row["input"] += 2 * macs if x.requires_grad else 0
+
+        return hook
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+    def total(self) -> float:
+        return sum(sum(row.values()) for row in self.flops.values())
+
+
+def iteration_flops(model: MaskGuidedSystem, paired: bool, batch: int = 1) -> tuple[dict[str, dict[str, float]], float]:
+    """Per-module FLOPs (:class:`LayerFlops`) of one training iteration at ``batch``: the generator step (D and D2
+    frozen, as the optimizer toggle leaves them), then D's step (paired only) and D2's step (their forwards on
+    the real and the detached fake image, and the backward); and the total of ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from portrait_models.losses import vanilla_fake, vanilla_real
+
+    size = model.hparams.image_size
+    data = _SameBatch(size, batch, 1)
+    image, label = data.images, data.label[None].expand(batch, -1, -1)
+    layers, counter = LayerFlops(model), FlopCounterMode(display=False)
+    discs = (model.discriminator, model.discriminator2)
+    try:
+        with counter:
+            for d in discs:
+                d.requires_grad_(False)
+            prepared = model.prepare(image, label)
+            codes = model.encode(prepared, sample=True)
+            out = model.forward_paths(image, prepared, codes, torch.arange(batch), paired)
+            terms = model.generator_terms(image, prepared, codes, out, paired)
+            model.total_generator_loss(terms, paired).backward()
+            model.generator.requires_grad_(False)
+            for d, fake in zip(discs, (out.get("recon"), out["transfer"]), strict=True):
+                if d is model.discriminator and not paired:
+                    continue
+                d.requires_grad_(True)
+                onehot = prepared["onehot"]
+                (vanilla_real(d(onehot, image)) + vanilla_fake(d(onehot, fake.detach()))).backward()
+    finally:
+        layers.remove()
+        model.generator.requires_grad_(True)
+        for d in discs:
+            d.requires_grad_(True)
+        model.zero_grad(set_to_none=True)
+    return dict(layers.flops), float(counter.get_total_flops())
+
+
+def print_module_flops(args: argparse.Namespace) -> None:
+    """GFLOP per module of a paired iteration (forward, weight and input gradients) and the totals of an unpaired
+    one, by default and with ``log_paired_terms_every_step=False``, at batch 1."""
+    tables, totals = {}, {}
+    for log_every_step in (True, False):
+        model = build(args, log_paired_terms_every_step=log_every_step)
+        for paired in (True, False):
+            tables[log_every_step, paired], totals[log_every_step, paired] = iteration_flops(model, paired)
+    columns = {"paired": (True, True), "unpaired": (True, False), "unpaired lean": (False, False)}
+    print(f"  GFLOP per iteration, batch 1, {'official' if args.official else 'tiny'} widths, {args.size}² "
+          "(lean: log_paired_terms_every_step=False)")  # fmt: skip
+    print(f"  {'module':<26} {'paired fwd':>10} {'w-grad':>8} {'in-grad':>8} {'sum':>8} {'unpaired':>9} {'lean':>8}")
+    rows = sorted(set().union(*(t.keys() for t in tables.values())))
+    zero = {"forward": 0.0, "weight": 0.0, "input": 0.0}
+    for row in rows:
+        p = tables[columns["paired"]].get(row, zero)
+        sums = [sum(tables[key].get(row, zero).values()) for key in columns.values()]
+        cells = [p["forward"], p["weight"], p["input"], *sums]
+        print(f"  {row:<26} " + " ".join(f"{v / 1e9:{w}.1f}" for v, w in zip(cells, (10, 8, 8, 8, 9, 8), strict=True)))
+    hooks = [sum(sum(r.values()) for r in tables[key].values()) for key in columns.values()]
+    counted = [totals[key] for key in columns.values()]
+    print(
+        f"  {'total (layer hooks)':<26} {'':>10} {'':>8} {'':>8} "
+        + " ".join(f"{v / 1e9:{w}.1f}" for v, w in zip(hooks, (8, 9, 8), strict=True))
+    )
+    print(
+        f"  {'total (flop_counter)':<26} {'':>10} {'':>8} {'':>8} "
+        + " ".join(f"{v / 1e9:{w}.1f}" for v, w in zip(counted, (8, 9, 8), strict=True))
+    )
+
+
+# ------------------------------------------------------------------------------------------ timing
+def optimized_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"adam_fused": True, "log_paired_terms_every_step": False}
+    if args.device == "cuda":
+        options["batch_paths"] = True
+    elif args.channels_last:
+        options["channels_last"] = True
+    return options
+
+
 def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result:
     cuda = args.device == "cuda"
     pl.seed_everything(0, verbose=False)
     iterations = 2 * ((args.warmup + args.iters + 1) // 2)
-    chosen = {"batch_paths": True} if cuda else {"channels_last": True}
-    model = _PhasedSystem(**model_kwargs(args), **(chosen if optimized else {}), cuda=cuda)
+    model = build(args, _PhasedSystem, **(optimized_options(args) if optimized else {}), cuda=cuda)
     timer = _Timer(cuda)
     trainer = pl.Trainer(
         accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if optimized and cuda else "32-true",
@@ -184,6 +363,31 @@ def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result
     return Result(name, images_per_s, 1000 * seconds, 1000 * statistics.median(cpu_pairs), phases, mfu)
 
 
+def released_reference(args: argparse.Namespace) -> float | None:
+    """The released code's seconds per iteration at this setting, where the issue measured it."""
+    if args.device == "cpu" and args.official and args.vgg and args.size == 256:
+        return RELEASED_TOTAL_S.get(args.batch)
+    return None
+
+
+def print_released_layout(results: list[Result], reference: float | None, batch: int) -> None:
+    """Seconds per iteration in the released code's phases, paired / unpaired / mean, and the ratio."""
+    width = max(len(r.path) for r in results) + 10
+    titles = " ".join(f"{PHASE_TITLES[p]:>15}" for p in PHASES)
+    print(f"  {'seconds per iteration':<{width}} {titles} {'total':>15}")
+    if reference is not None:
+        released = RELEASED_PHASES_S if batch == 1 else {p: float("nan") for p in PHASES}
+        cells = " ".join(f"{released[p]:15.2f}" for p in PHASES)
+        print(f"  {'released code (issue 10)':<{width}} {cells} {reference:15.2f}")
+    for r in results:
+        for group in ("paired", "unpaired", "mean"):
+            phases = r.phases_ms[group]
+            total = sum(phases.values()) / 1000
+            cells = " ".join(f"{phases[p] / 1000:15.2f}" for p in PHASES)
+            ratio = f"   released / ours {reference / total:.2f}x" if reference is not None and group == "mean" else ""
+            print(f"  {f'{r.path} {group}':<{width}} {cells} {total:15.2f}{ratio}")
+
+
 def main(argv: list[str] | None = None) -> int:
     cuda = torch.cuda.is_available()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -193,11 +397,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="official widths (default on a GPU); else the tiny CPU widths")  # fmt: skip
     parser.add_argument("--vgg", action=argparse.BooleanOptionalAction, default=cuda,
                         help="the masked VGG19 term (random weights; default on a GPU)")  # fmt: skip
+    parser.add_argument("--parser", action=argparse.BooleanOptionalAction, default=None,
+                        help="a frozen random netP-shaped parser for L_GP (default: with --official)")  # fmt: skip
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                        help="channels-last in the CPU optimized path (default: below 256²)")  # fmt: skip
+    parser.add_argument("--flops", action="store_true", dest="module_flops", help="print each module's FLOPs")
     parser.add_argument("--iters", type=int, default=20 if cuda else 8)
     parser.add_argument("--warmup", type=int, default=4 if cuda else 2)
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     args.device = "cuda" if cuda else "cpu"
+    args.parser = args.official if args.parser is None else args.parser
+    args.channels_last = args.size < 256 if args.channels_last is None else args.channels_last
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -205,19 +416,24 @@ def main(argv: list[str] | None = None) -> int:
     args.flops = pair_flops(args) if cuda else None
     what = (
         f"G + D + D2 iterations, {args.size}², batch {args.batch}, {'official' if args.official else 'tiny'} widths, "
-        f"VGG {'on' if args.vgg else 'off'}, {args.device}, {torch.get_num_threads()} threads"
+        f"VGG {'on' if args.vgg else 'off'}, parser {'on' if args.parser else 'off'}, {args.device}, "
+        f"{torch.get_num_threads()} threads"
     )
     print(f"bench-mask-guided: {what}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""))
+    if args.module_flops:
+        print_module_flops(args)
+    options = ", ".join(f"{k}={v}" for k, v in optimized_options(args).items()) + (", bf16" if cuda else "")
+    print(f"  optimized: {options}")
     base = time_path("eager fp32 (default)", args, optimized=False)
-    fast = time_path("batch_paths + bf16" if cuda else "channels_last", args, optimized=True)
+    fast = time_path("optimized", args, optimized=True)
     width = max(len(base.path), len(fast.path))
-    print(f"  {'':<{width}} {'ms / iteration pair':>20} {'CPU ms / pair':>14} {'img/s':>8}   per iteration (ms):")
+    print(f"  {'':<{width}} {'ms / iteration pair':>20} {'CPU ms / pair':>14} {'img/s':>8}")
     for r in (base, fast):
         mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
-        phases = ", ".join(f"{k} {v:.0f}" for k, v in r.phases_ms.items())
-        print(f"  {r.path:<{width}} {r.pair_ms:20.1f} {r.pair_cpu_ms:14.1f} {r.images_per_s:8.2f}   {phases}{mfu}")
+        print(f"  {r.path:<{width}} {r.pair_ms:20.1f} {r.pair_cpu_ms:14.1f} {r.images_per_s:8.2f}{mfu}")
     cpu_ratio = base.pair_cpu_ms / fast.pair_cpu_ms
     print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x (wall), {cpu_ratio:.2f}x (CPU time)")
+    print_released_layout([base, fast], released_reference(args), args.batch)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"setting": what, "results": [asdict(base), asdict(fast)]}, fh, indent=2)
