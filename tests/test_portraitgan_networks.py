@@ -46,6 +46,24 @@ def test_generator_levels_shapes_range_and_errors():
         PortraitGenerator(num_levels=5, n_downsample=4)
 
 
+def test_additive_skips_add_each_encoder_output_to_the_up_block_of_its_resolution():
+    torch.manual_seed(0)
+    plain = PortraitGenerator(num_modalities=4, ngf=4, n_downsample=2, n_blocks=1, num_levels=2)
+    skips = PortraitGenerator(num_modalities=4, ngf=4, n_downsample=2, n_blocks=1, num_levels=2, skips=True)
+    skips.load_state_dict(plain.state_dict())  # same parameters: the option adds none
+    assert _count(skips) == _count(plain)
+    image, lm, code = torch.rand(2, 3, 16, 16) * 2 - 1, torch.ones(2, 1, 16, 16), torch.zeros(2, 4, 16, 16)
+    t = plain.trunk
+    e0 = t.head(torch.cat([image, lm, code], 1))
+    e1 = t.down[0](e0)
+    h1 = t.up[0](t.blocks(t.down[1](e1))) + e1  # 8 ch at 8², the level-2 tap
+    h0 = t.up[1](h1) + e0
+    levels = skips(image, lm, code)
+    torch.testing.assert_close(levels[0], t.tail(h0))
+    torch.testing.assert_close(levels[1], plain.aux_heads[0](h1))
+    assert not torch.allclose(levels[0], plain(image, lm, code)[0])
+
+
 def test_transposed_convs_get_the_pix2pixhd_init():
     g = PortraitGenerator(num_modalities=4, ngf=8, n_downsample=2, n_blocks=1)
     for block in g.trunk.up:

@@ -77,6 +77,9 @@ class PortraitGAN(L.LightningModule):
         channels_last: NHWC memory format for the networks and images (faster convs under bf16 on GPUs).
         g_head_norm: pix2pixHD's instance norm after G's first conv, which erases the constant code planes
             (see :class:`PortraitGenerator`); off by default.
+        g_skips: additive encoder-decoder skips in G (each encoder output added to the up-block output of its
+            resolution; no parameters; a U-Net-style shortcut as in the research code's "mixture" G, not in
+            the paper's layer list); off by default, on in the synthetic config.
         ema_halflife_kimg: half-life of the generator EMA in thousands of generated images (0: no EMA, the
             paper); ``ema_rampup`` caps it at that fraction of the images seen early on (0: no ramp-up).
     """
@@ -111,6 +114,7 @@ class PortraitGAN(L.LightningModule):
         batch_d_calls: bool = False,
         channels_last: bool = False,
         g_head_norm: bool = False,
+        g_skips: bool = False,
         ema_halflife_kimg: float = 0.0,
         ema_rampup: float = 0.0,
     ) -> None:
@@ -123,7 +127,9 @@ class PortraitGAN(L.LightningModule):
             raise ValueError(f"image_size {image_size} must be divisible by 2**n_downsample = {2**n_downsample}")
         self.save_hyperparameters()
         self.automatic_optimization = False
-        self.generator = PortraitGenerator(num_modalities, ngf, n_downsample, n_blocks, num_levels, g_head_norm)
+        self.generator = PortraitGenerator(
+            num_modalities, ngf, n_downsample, n_blocks, num_levels, g_head_norm, g_skips
+        )
         self.discriminator = PortraitDiscriminator(4 if d_condition_landmarks else 3, ndf, n_layers_d, num_levels)
         self.texture = texture_network(texture_pretrained, texture_layers, texture_seed) if lambda_texture > 0 else None
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None

@@ -45,6 +45,9 @@ class PortraitGenerator(nn.Module):
             that conv turns them into a constant per channel, which instance norm subtracts exactly: with
             ``head_norm=True`` G provably ignores the modality code (tested). The default drops that one norm
             (it has no parameters, so counts are unchanged) and the code reaches G through the head's ReLU.
+        skips: add the head's and each down-block's output to the up-block output of the same resolution and
+            width (U-Net-style shortcuts without parameters, so the counts hold; not in the paper's layer
+            list, the research code's unrun "mixture" G is a U-Net). Off by default.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class PortraitGenerator(nn.Module):
         n_blocks: int = 9,
         num_levels: int = 2,
         head_norm: bool = False,
+        skips: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= num_levels <= n_downsample:
@@ -64,6 +68,7 @@ class PortraitGenerator(nn.Module):
         self.num_modalities = num_modalities
         self.num_levels = num_levels
         self.n_downsample = n_downsample
+        self.skips = skips
         self.trunk = GlobalGenerator(3 + 1 + num_modalities, 3, ngf, n_downsample, n_blocks, out_activation="tanh")
         if not head_norm:
             self.trunk.head.norm = nn.Identity()
@@ -93,11 +98,18 @@ class PortraitGenerator(nn.Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"G takes 3 image + 1 landmark + {self.num_modalities} code channels, got {x.shape[1]}")
         t = self.trunk
-        h = t.blocks(t.down(t.head(x)))
+        h = t.head(x)
+        encoder = [h]  # the head's and every down-block's output, full resolution first
+        for block in t.down:
+            h = block(h)
+            encoder.append(h)
+        h = t.blocks(h)
         taps: dict[int, Tensor] = {}
         n_up = len(t.up)
         for index, block in enumerate(t.up):
             h = block(h)
+            if self.skips:  # up-block index+1 matches the encoder output at its resolution and width
+                h = h + encoder[n_up - 1 - index]
             level = n_up - index  # output of up-block index+1 feeds level n_up - index (level 1 = tail)
             if all_levels and 2 <= level <= self.num_levels:
                 taps[level] = h
