@@ -66,7 +66,7 @@ def test_background_judge_gives_the_foreground_numbers_and_leaves_the_rng_alone(
     expected = torch.rand(3)
     numbers = {}
     for background in (False, True):
-        report = SyntheticDemoReport(parser_steps=4, max_images=24, background=background)
+        report = SyntheticDemoReport(parser_steps=2, max_images=16, background=background)
         torch.manual_seed(123)
         report.on_fit_start(trainer, module)
         assert (report._judge is not None) == background

@@ -55,15 +55,22 @@ def new_judge_parser(seed: int = 0) -> torch.nn.Module:
 
 
 def train_judge_parser(
-    images: Tensor, labels: Tensor, steps: int, seed: int = 0, parser: torch.nn.Module | None = None
+    images: Tensor,
+    labels: Tensor,
+    steps: int,
+    seed: int = 0,
+    parser: torch.nn.Module | None = None,
+    stop: threading.Event | None = None,
 ) -> torch.nn.Module:
     """Fits ``parser`` (default :func:`new_judge_parser`) to (images, labels) for ``steps`` batches of 16 (Adam
-    1e-3), drawing the batches from its own generator; uses no global RNG."""
+    1e-3), drawing the batches from its own generator; uses no global RNG. Returns early once ``stop`` is set."""
     generator = torch.Generator().manual_seed(seed)
     parser = parser if parser is not None else new_judge_parser(seed)
     optimizer = torch.optim.Adam(parser.parameters(), lr=1e-3)
     parser.train()
     for _ in range(steps):
+        if stop is not None and stop.is_set():
+            break
         index = torch.randint(0, len(images), (16,), generator=generator)
         loss = sum(parser._loss_terms(images[index], labels[index]).values())
         optimizer.zero_grad(set_to_none=True)
@@ -140,11 +147,12 @@ class _JudgeThread(threading.Thread):
         self.images, self.labels, self.steps = images, labels, steps
         self.parser = new_judge_parser()
         self.error: BaseException | None = None
+        self.stop = threading.Event()
 
     def run(self) -> None:
         try:
             with torch.enable_grad():
-                train_judge_parser(self.images, self.labels, self.steps, parser=self.parser)
+                train_judge_parser(self.images, self.labels, self.steps, parser=self.parser, stop=self.stop)
         except BaseException as error:  # re-raised on the main thread by result()
             self.error = error
 
@@ -153,6 +161,12 @@ class _JudgeThread(threading.Thread):
         if self.error is not None:
             raise RuntimeError("the demo's judge parser failed to train") from self.error
         return self.parser
+
+    def cancel(self) -> None:
+        """Stops the fit after its current batch and waits for it (a thread still inside torch when the
+        interpreter exits aborts the process)."""
+        self.stop.set()
+        self.join()
 
 
 class SyntheticDemoReport(pl.Callback):
@@ -179,6 +193,17 @@ class SyntheticDemoReport(pl.Callback):
             images, labels = training_faces(trainer.datamodule.datasets["train"], self.max_images)
             self._judge = _JudgeThread(images, labels, self.parser_steps)
             self._judge.start()
+
+    def _cancel_judge(self) -> None:
+        if self._judge is not None:
+            self._judge.cancel()
+            self._judge = None
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self._cancel_judge()  # interrupted (preempted, failed): no report, and no thread left behind
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._cancel_judge()
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self._reports(trainer):
