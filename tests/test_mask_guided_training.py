@@ -246,7 +246,11 @@ def test_bad_input_names_the_expected_size():
 
 
 # ------------------------------------------------------------------------------------------ learning
-EPOCHS = 10
+# 16 epochs, the second half on the official linear decay to 0: at a constant lr 1e-3 the eval-mode model swings
+# between epochs (reconstruction/mean-face MSE 0.39-0.79 over epochs 9-13 on one CPU), so a fixed epoch count
+# passed on one machine's float rounding and failed on another's; with the decay the last five epochs stay within
+# 0.35-0.43 (MSE ratio) and 0.86-0.88 (parsing) for seeds 0 and 1.
+EPOCHS = 16
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +259,8 @@ def trained():
     evaluator parser; held-out faces for scoring."""
     pl.seed_everything(0, verbose=False)
     images, labels = helen_tensors(0, 96)
-    system = MaskGuidedSystem(**TINY, lr=1e-3, pairing="derangement")
+    system = MaskGuidedSystem(**TINY, lr=1e-3, pairing="derangement", lr_constant_epochs=EPOCHS // 2,
+                              lr_decay_epochs=EPOCHS // 2)  # fmt: skip
     _trainer(max_epochs=EPOCHS).fit(system, _loader(images, labels))  # 24 iterations per epoch
     evaluator = train_parser(images, labels, steps=150, seed=7, feature_scale=8)
     test_images, test_labels = helen_tensors(300, 16)
