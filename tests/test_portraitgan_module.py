@@ -49,7 +49,10 @@ class EchoGenerator(nn.Module):
 
 def test_defaults_are_the_paper_weights():
     model = PortraitGAN(**TINY)
-    assert model.loss_weights == {"gan": 1.0, "fm": 10.0, "id": 5.0, "cyc": 2.0, "texture": 10.0, "vgg": 0.0}
+    assert model.loss_weights == {
+        "gan": 1.0, "fm": 10.0, "id": 5.0, "cyc": 2.0, "texture": 10.0, "vgg": 0.0, "moved": 0.0
+    }  # fmt: skip
+    assert not model.generator.residual
     hp = PortraitGAN.__init__.__defaults__
     assert hp[:8] == (4, 512, 64, 4, 9, 2, 64, 3)
 
@@ -116,6 +119,41 @@ def test_lsgan_and_feature_matching_terms_on_known_numbers():
     assert torch.isclose(d["real"], torch.tensor(2.25 + 0.25))
     assert torch.isclose(d["fake"], torch.tensor(0.25 + 2.25))
     assert torch.isclose(d["total"], 0.5 * (d["real"] + d["fake"]))
+
+
+def test_moved_term_is_the_paired_l1_inside_the_dilated_landmark_change():
+    model = PortraitGAN(**TINY, lambda_moved=3.0)  # moved_radius 1/32 of 32 px: a 1-px (3x3) neighbourhood
+    assert model.loss_weights["moved"] == 3.0
+    source_map = -torch.ones(4, 1, SIZE, SIZE)
+    target_map = source_map.clone()
+    target_map[0, 0, 5, 7] = 1.0  # one moved pixel inside
+    target_map[1, 0, 0, SIZE - 1] = 1.0  # one in a corner: 2x2 of its 3x3 neighbourhood lies inside
+    mask = model.moved_mask(source_map, target_map)
+    expected = torch.zeros(4, 1, SIZE, SIZE)
+    expected[0, 0, 4:7, 6:9] = 1.0
+    expected[1, 0, 0:2, SIZE - 2 :] = 1.0
+    assert torch.equal(mask, expected)
+    fake = [torch.full((4, 3, SIZE, SIZE), 0.5), torch.full((4, 3, SIZE // 2, SIZE // 2), 0.5)]
+    target = torch.full((4, 3, SIZE, SIZE), -0.5)
+    target[0, :, 5, 7] = 0.0  # |0.5 - 0| = 0.5 at the moved pixel itself
+    out = {"fake": fake, "target": target, "target_map": target_map, "source_map": source_map, "rec": None,
+           "source": target}  # fmt: skip
+    terms = model.generator_terms(out)
+    moved_abs = 9 * 3 - 3 * 0.5 + 4 * 3  # Σ mask·|fake - target| over channels: 8 + 1 px in sample 0, 4 in 1
+    assert torch.isclose(terms["moved"], torch.tensor(2 * moved_abs / (4 * 3 * SIZE * SIZE)))  # x2 directions
+    same = model.generator_terms({**out, "target_map": source_map})
+    assert float(same["moved"]) == 0.0
+    assert float(PortraitGAN(**TINY).generator_terms(out)["moved"]) == 0.0  # off by default
+
+
+def test_texture_calibrate_and_g_residual_reach_the_networks():
+    from portrait_models.portraitgan.networks import texture_network
+
+    model = PortraitGAN(**TINY, texture_calibrate=True, g_residual=True)
+    want = texture_network(False, TINY["texture_layers"], 0, calibrate=True)
+    for a, b in zip(model.texture.vgg.parameters(), want.vgg.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert model.generator.residual and not PortraitGAN(**TINY).generator.residual
 
 
 def test_lr_schedule_shape():

@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from portrait_models.losses import feature_matching_loss, gram_loss, gram_matrix
+from portrait_models.losses.perceptual import ImageNetNormalize
 from portrait_models.portraitgan.networks import (
+    CALIBRATION_SHAPE,
     PortraitDiscriminator,
     PortraitGenerator,
+    calibrate_random_vgg,
     image_pyramid,
     texture_network,
 )
@@ -62,6 +65,27 @@ def test_additive_skips_add_each_encoder_output_to_the_up_block_of_its_resolutio
     torch.testing.assert_close(levels[0], t.tail(h0))
     torch.testing.assert_close(levels[1], plain.aux_heads[0](h1))
     assert not torch.allclose(levels[0], plain(image, lm, code)[0])
+
+
+def test_residual_output_is_tanh_of_atanh_input_plus_the_tail_and_adds_no_parameters():
+    torch.manual_seed(0)
+    plain = PortraitGenerator(num_modalities=4, ngf=4, n_downsample=2, n_blocks=1, num_levels=2)
+    residual = PortraitGenerator(num_modalities=4, ngf=4, n_downsample=2, n_blocks=1, num_levels=2, residual=True)
+    residual.load_state_dict(plain.state_dict())
+    assert _count(residual) == _count(plain)
+    image, lm, code = torch.rand(2, 3, 16, 16) * 2 - 1, torch.ones(2, 1, 16, 16), torch.zeros(2, 4, 16, 16)
+    image[0, 0, 0, 0] = 1.0  # clamped to 1 - 1e-3 before atanh
+    tail_conv = residual.trunk.tail.conv
+    with torch.no_grad():
+        tail_conv.weight.zero_()
+        tail_conv.bias.zero_()
+    torch.testing.assert_close(residual(image, lm, code, all_levels=False), image.clamp(-0.999, 0.999))
+    with torch.no_grad():
+        tail_conv.bias.copy_(torch.tensor([0.5, -0.25, 0.0]))
+    expected = torch.tanh(torch.atanh(image.clamp(-0.999, 0.999)) + tail_conv.bias.view(1, 3, 1, 1))
+    levels = residual(image, lm, code)
+    torch.testing.assert_close(levels[0], expected)
+    torch.testing.assert_close(levels[1], plain(image, lm, code)[1])  # the aux head is unchanged
 
 
 def test_transposed_convs_get_the_pix2pixhd_init():
@@ -168,3 +192,25 @@ def test_the_modality_code_reaches_g_only_without_the_head_instance_norm():
         gap = max(float((outs[0] - o).abs().max()) for o in outs[1:])
         # a constant plane through a reflect-padded conv is a constant per channel, which IN subtracts exactly
         assert (gap > 1e-3) if changes else (gap < 1e-4), (head_norm, gap)
+
+
+def test_calibrated_random_vgg_has_unit_variance_conv_outputs_and_is_rebuilt_identically():
+    plain, calibrated = texture_network(False, 3, seed=0), texture_network(False, 3, seed=0, calibrate=True)
+    x = ImageNetNormalize()(torch.rand(CALIBRATION_SHAPE, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    stds, plain_stds = [], []
+    y, z = x, x
+    for layer, plain_layer in zip(calibrated.vgg.module.features, plain.vgg.module.features, strict=True):
+        y, z = layer(y), plain_layer(z)
+        if isinstance(layer, torch.nn.Conv2d):
+            stds.append(float(y.std()))
+            plain_stds.append(float(z.std()))
+            ratio = plain_layer.weight / layer.weight  # only rescaled, weight and bias by the same factor
+            assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-5)
+            assert torch.allclose(plain_layer.bias, layer.bias * ratio.flatten()[0], rtol=1e-5, atol=1e-8)
+    assert len(stds) == 5 and stds == pytest.approx([1.0] * 5, abs=1e-4)  # relu3_1 ends after the 5th conv
+    assert plain_stds[-1] < 0.1 * plain_stds[0]  # the default init: 0.76 at conv1_1, 0.05 at conv3_1
+    again = texture_network(False, 3, seed=0, calibrate=True)
+    for a, b in zip(again.vgg.parameters(), calibrated.vgg.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert all(not p.requires_grad for p in calibrated.vgg.parameters())
+    assert calibrate_random_vgg(again.vgg.module, seed=0) == pytest.approx([1.0] * 5, abs=1e-4)  # idempotent

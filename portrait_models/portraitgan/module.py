@@ -51,7 +51,7 @@ from portrait_models.portraitgan.networks import (
 
 DUpdate = Literal["both", "random"]
 ScheduleUnit = Literal["epoch", "batch"]
-G_TERMS = ("gan", "fm", "id", "cyc", "texture", "vgg")
+G_TERMS = ("gan", "fm", "id", "cyc", "texture", "vgg", "moved")
 
 
 class PortraitGAN(L.LightningModule):
@@ -69,6 +69,8 @@ class PortraitGAN(L.LightningModule):
         texture_pretrained: ImageNet VGG19 for the texture loss (False: a seeded random VGG19, CI/synthetic).
         texture_layers: how many of relu1_1..relu5_1 the texture loss uses (paper: 5).
         texture_seed: seed of the random VGG19 when not pretrained.
+        texture_calibrate: rescale that random VGG19 to unit-variance conv outputs on seeded noise (LSUV-style,
+            :func:`~portrait_models.portraitgan.networks.calibrate_random_vgg`); off by default.
         d_update, d_condition_landmarks: research-code options (see the module docstring).
         include_point_35: draw the lower-nose polygon through point 35 (the author's code does not).
         lr, betas, decay_start, decay_length, schedule_unit: Adam and the linear-decay schedule.
@@ -80,6 +82,12 @@ class PortraitGAN(L.LightningModule):
         g_skips: additive encoder-decoder skips in G (each encoder output added to the up-block output of its
             resolution; no parameters; a U-Net-style shortcut as in the research code's "mixture" G, not in
             the paper's layer list); off by default, on in the synthetic config.
+        g_residual: G's level-1 output is ``tanh(atanh(I) + t)`` (a change of its input; see
+            :class:`PortraitGenerator`); not in the paper, no parameters; off by default.
+        lambda_moved: weight of an extra paired L1 restricted to the pixels near moved landmark lines,
+            ``mean(mask · |Î_1 - Y|)`` with ``mask`` = the pixels where the source's and the target's landmark
+            maps differ, dilated by ``moved_radius`` of the image side (:meth:`moved_mask`), summed over the
+            directions like the other terms. Not in the paper (0: off, the default).
         ema_halflife_kimg: half-life of the generator EMA in thousands of generated images (0: no EMA, the
             paper); ``ema_rampup`` caps it at that fraction of the images seen early on (0: no ramp-up).
     """
@@ -103,6 +111,7 @@ class PortraitGAN(L.LightningModule):
         texture_pretrained: bool = True,
         texture_layers: int = 5,
         texture_seed: int = 0,
+        texture_calibrate: bool = False,
         d_update: str = "both",
         d_condition_landmarks: bool = False,
         include_point_35: bool = False,
@@ -115,6 +124,9 @@ class PortraitGAN(L.LightningModule):
         channels_last: bool = False,
         g_head_norm: bool = False,
         g_skips: bool = False,
+        g_residual: bool = False,
+        lambda_moved: float = 0.0,
+        moved_radius: float = 1 / 32,
         ema_halflife_kimg: float = 0.0,
         ema_rampup: float = 0.0,
     ) -> None:
@@ -128,10 +140,12 @@ class PortraitGAN(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = PortraitGenerator(
-            num_modalities, ngf, n_downsample, n_blocks, num_levels, g_head_norm, g_skips
+            num_modalities, ngf, n_downsample, n_blocks, num_levels, g_head_norm, g_skips, g_residual
         )
         self.discriminator = PortraitDiscriminator(4 if d_condition_landmarks else 3, ndf, n_layers_d, num_levels)
-        self.texture = texture_network(texture_pretrained, texture_layers, texture_seed) if lambda_texture > 0 else None
+        self.texture = None
+        if lambda_texture > 0:
+            self.texture = texture_network(texture_pretrained, texture_layers, texture_seed, texture_calibrate)
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         if channels_last:
@@ -155,6 +169,7 @@ class PortraitGAN(L.LightningModule):
             "cyc": hp.lambda_cyc,
             "texture": hp.lambda_texture,
             "vgg": hp.lambda_vgg,
+            "moved": hp.lambda_moved,
         }
 
     def landmark_map(self, landmarks: Tensor, size: tuple[int, int]) -> Tensor:
@@ -218,7 +233,10 @@ class PortraitGAN(L.LightningModule):
         rec = None
         if self.hparams.lambda_cyc > 0:
             rec = self.generator(fake[0], source_map, source_code, all_levels=False)
-        return {"fake": fake, "target": target, "target_map": target_map, "rec": rec, "source": source}
+        return {
+            "fake": fake, "target": target, "target_map": target_map, "source_map": source_map, "rec": rec,
+            "source": source,
+        }  # fmt: skip
 
     def _d_inputs(self, images: list[Tensor], landmark_map: Tensor) -> list[Tensor]:
         if not self.hparams.d_condition_landmarks:
@@ -247,7 +265,11 @@ class PortraitGAN(L.LightningModule):
             "cyc": zero,
             "texture": zero,
             "vgg": zero,
+            "moved": zero,
         }
+        if self.hparams.lambda_moved > 0:
+            mask = self.moved_mask(out["source_map"], out["target_map"])
+            terms["moved"] = n_dir * (mask * (fake[0].float() - target.float()).abs()).mean()
         if out["rec"] is not None:
             terms["cyc"] = n_dir * F.l1_loss(out["rec"].float(), out["source"].float())
         if self.texture is not None:
@@ -255,6 +277,13 @@ class PortraitGAN(L.LightningModule):
         if self.vgg is not None:
             terms["vgg"] = n_dir * self.vgg(fake[0], target)
         return terms
+
+    def moved_mask(self, source_map: Tensor, target_map: Tensor) -> Tensor:
+        """(B, 1, H, W) 0/1: pixels within ``moved_radius`` (a fraction of the image side, at least 1 px,
+        square neighbourhood) of a pixel where the source's and the target's landmark maps differ."""
+        radius = max(1, round(self.hparams.moved_radius * min(target_map.shape[-2:])))
+        changed = (source_map != target_map).float()
+        return F.max_pool2d(changed, 2 * radius + 1, stride=1, padding=radius)
 
     def discriminator_terms(self, out: Mapping[str, Any]) -> dict[str, Tensor]:
         """D's LSGAN terms on the detached fakes, averaged over the directions (or one random direction)."""

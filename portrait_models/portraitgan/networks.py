@@ -20,9 +20,12 @@ from torch import Tensor, nn
 
 from portrait_models.layers import GlobalGenerator, MultiLevelDiscriminator, init_pix2pixhd_weights
 from portrait_models.losses import GramTextureLoss, VGG19Features
-from portrait_models.losses.perceptual import VGG19_RELU_X_1
+from portrait_models.losses.perceptual import VGG19_RELU_X_1, ImageNetNormalize
 
 #: The real image's pyramid for the level-k discriminators: pix2pixHD's downsampler.
+#: |I| bound before atanh in the residual output (atanh(±0.999) = ±3.8).
+RESIDUAL_CLAMP = 1 - 1e-3
+
 real_pyramid_pool = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
 
 
@@ -48,6 +51,9 @@ class PortraitGenerator(nn.Module):
         skips: add the head's and each down-block's output to the up-block output of the same resolution and
             width (U-Net-style shortcuts without parameters, so the counts hold; not in the paper's layer
             list, the research code's unrun "mixture" G is a U-Net). Off by default.
+        residual: the level-1 output is ``tanh(atanh(I) + t)`` with ``t`` the tail conv's pre-activation
+            (``I`` clamped to ±(1 - 1e-3)), so G predicts a change of its input; zero ``t`` copies the input.
+            Not in the paper (it maps with a plain tanh output); no parameters. Off by default.
     """
 
     def __init__(
@@ -59,6 +65,7 @@ class PortraitGenerator(nn.Module):
         num_levels: int = 2,
         head_norm: bool = False,
         skips: bool = False,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if not 1 <= num_levels <= n_downsample:
@@ -69,7 +76,9 @@ class PortraitGenerator(nn.Module):
         self.num_levels = num_levels
         self.n_downsample = n_downsample
         self.skips = skips
-        self.trunk = GlobalGenerator(3 + 1 + num_modalities, 3, ngf, n_downsample, n_blocks, out_activation="tanh")
+        self.residual = residual
+        out = "none" if residual else "tanh"
+        self.trunk = GlobalGenerator(3 + 1 + num_modalities, 3, ngf, n_downsample, n_blocks, out_activation=out)
         if not head_norm:
             self.trunk.head.norm = nn.Identity()
         # Level k taps up-block n_down - k + 1 (1-based), whose output has ngf * 2^(k-1) channels.
@@ -114,6 +123,8 @@ class PortraitGenerator(nn.Module):
             if all_levels and 2 <= level <= self.num_levels:
                 taps[level] = h
         full = t.tail(h)
+        if self.residual:
+            full = torch.tanh(full + torch.atanh(image.clamp(-RESIDUAL_CLAMP, RESIDUAL_CLAMP)))
         if not all_levels:
             return full
         return [full] + [self.aux_heads[k - 2](taps[k]) for k in range(2, self.num_levels + 1)]
@@ -124,9 +135,35 @@ class PortraitDiscriminator(MultiLevelDiscriminator):
     ``in_channels=4`` when the landmark map is concatenated (``d_condition_landmarks``)."""
 
 
-def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0) -> GramTextureLoss:
+#: Calibration batch of :func:`calibrate_random_vgg`: seeded uniform noise in [-1, 1], (N, 3, S, S).
+CALIBRATION_SHAPE = (8, 3, 64, 64)
+
+
+@torch.no_grad()
+def calibrate_random_vgg(features: VGG19Features, seed: int = 0) -> list[float]:
+    """LSUV-style rescaling of a random VGG: walking the layers in order on a seeded noise batch (ImageNet-
+    normalised like the texture loss's inputs), each conv's weight and bias are divided by the standard
+    deviation of its output, so every conv output has unit variance on that batch. Returns the divisors."""
+    generator = torch.Generator().manual_seed(seed)
+    x = ImageNetNormalize()(torch.rand(CALIBRATION_SHAPE, generator=generator) * 2 - 1)
+    divisors = []
+    for layer in features.features:
+        if isinstance(layer, nn.Conv2d):
+            std = float(layer(x).std())
+            layer.weight.div_(std)
+            layer.bias.div_(std)
+            divisors.append(std)
+        x = layer(x)
+    return divisors
+
+
+def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0, calibrate: bool = False) -> GramTextureLoss:
     """The Gram texture loss (Eq. 7-8) on frozen VGG19 relu1_1 ... relu{num_layers}_1 (ImageNet-normalised
-    inputs, Gram / (C·H·W), squared Frobenius norm). ``pretrained=False`` draws the VGG from ``seed``."""
+    inputs, Gram / (C·H·W), squared Frobenius norm). ``pretrained=False`` draws the VGG from ``seed``; with
+    ``calibrate=True`` that random VGG is then rescaled layer by layer to unit-variance conv outputs
+    (:func:`calibrate_random_vgg`; with PyTorch's default init the conv outputs' std on that noise falls from
+    0.76 at conv1_1 to 0.05 at conv3_1 and 0.009 at conv5_1, so the deeper Gram matrices of an uncalibrated
+    random VGG are nearly zero). Ignored when pretrained."""
     if not 1 <= num_layers <= len(VGG19_RELU_X_1):
         raise ValueError(f"texture_layers must lie in 1..5 (relu1_1 .. relu5_1), got {num_layers}")
     ends = VGG19_RELU_X_1[:num_layers]
@@ -136,4 +173,6 @@ def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0) -> Gra
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             features = VGG19Features(ends, pretrained=False)
+        if calibrate:
+            calibrate_random_vgg(features, seed)
     return GramTextureLoss(features=features, imagenet_normalize=True, normalize_gram=True, reduction="frobenius")
