@@ -3,6 +3,8 @@ wrapping a module's own helpers, the GPU's peak bf16 rate for MFU, and the side-
 
 from __future__ import annotations
 
+import contextlib
+import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -24,6 +26,28 @@ class Result:
     mfu: float | None = None
 
 
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX; otherwise bf16 would be emulated)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_description() -> str:
+    """``/proc/cpuinfo``'s model name with the units that decide the conv kernels here (AVX-512, AMX), e.g.
+    "Intel(R) Xeon(R) Processor (AVX-512, AMX-BF16; oneDNN bf16 native)"."""
+    name, flags = platform.processor() or "unknown CPU", set()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        for line in fh:
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                name = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    units = [unit for flag, unit in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
+             if flag in flags]  # fmt: skip
+    return f"{name} ({', '.join(units) or 'no AVX-512'}; oneDNN bf16 {'native' if cpu_has_bf16() else 'emulated'})"
+
+
 def peak_tflops() -> float | None:
     """Dense bf16 peak of the current GPU (None on CPU or an unlisted GPU)."""
     if not torch.cuda.is_available():
@@ -33,7 +57,9 @@ def peak_tflops() -> float | None:
 
 
 class PartTimer(pl.Callback):
-    """Wall time of each training batch and of the wrapped callables inside it (synchronised on CUDA).
+    """Wall time of each training batch and of the wrapped callables inside it (synchronised on CUDA), and the
+    same in this process's CPU time (``cpu_times``: under load from other processes a one-thread run's CPU
+    time is inflated far less than its wall time).
 
     ``parts`` names the timed parts in table order; ``wrap(owner, attribute, part)`` replaces
     ``owner.attribute`` by a timed version. Whatever the wrapped parts do not cover is ``rest``.
@@ -42,7 +68,8 @@ class PartTimer(pl.Callback):
     def __init__(self, parts: Sequence[str], cuda: bool) -> None:
         self.parts, self.cuda = tuple(parts), cuda
         self.times: dict[str, list[float]] = defaultdict(list)
-        self._start, self._inside = 0.0, defaultdict(float)
+        self.cpu_times: dict[str, list[float]] = defaultdict(list)
+        self._start, self._inside = (0.0, 0.0), defaultdict(lambda: [0.0, 0.0])
 
     def _sync(self) -> None:
         if self.cuda:
@@ -53,10 +80,12 @@ class PartTimer(pl.Callback):
 
         def timed(*args: Any, **kwargs: Any) -> Any:
             self._sync()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             out = function(*args, **kwargs)
             self._sync()
-            self._inside[part] += time.perf_counter() - start
+            inside = self._inside[part]
+            inside[0] += time.perf_counter() - start
+            inside[1] += time.process_time() - start_cpu
             return out
 
         setattr(owner, attribute, timed)
@@ -64,15 +93,16 @@ class PartTimer(pl.Callback):
     def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, index: int) -> None:
         self._inside.clear()
         self._sync()
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: Any) -> None:
         self._sync()
-        total = time.perf_counter() - self._start
-        for part in self.parts:
-            self.times[part].append(self._inside[part])
-        self.times["rest"].append(total - sum(self._inside[p] for p in self.parts))
-        self.times["step"].append(total)
+        totals = (time.perf_counter() - self._start[0], time.process_time() - self._start[1])
+        for clock, (times, total) in enumerate(zip((self.times, self.cpu_times), totals, strict=True)):
+            for part in self.parts:
+                times[part].append(self._inside[part][clock])
+            times["rest"].append(total - sum(self._inside[p][clock] for p in self.parts))
+            times["step"].append(total)
 
 
 def print_comparison(base: Result, fast: Result, parts: Sequence[str]) -> None:

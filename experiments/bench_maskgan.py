@@ -1,9 +1,9 @@
-"""Time MaskGAN's DMN training step, today's default against the optimized path, interleaved in one process.
+"""Time MaskGAN's DMN training step, today's default against the optimized paths, interleaved in one process.
 
 ``python -m experiments.bench_maskgan`` (``make bench-maskgan``). Each path trains the real
 :class:`~portrait_models.maskgan.module.MaskGAN` (DMN phase: ``_dmn_step``) under a Lightning Trainer on one
-fixed random batch. The two paths run in alternating rounds (``--rounds`` fits of ``--chunk`` batches each, the
-first batch of every fit dropped as warm-up), so load from other processes falls on both alike; the medians are
+fixed random batch. The paths run in alternating rounds (``--rounds`` fits of ``--chunk`` batches each, the
+first batch of every fit dropped as warm-up), so load from other processes falls on all alike; the medians are
 over the kept batches. Per-part times come from wrapping the module's own step helpers:
 
 * **G forward**: the Dense Mapping Network (style encoder + trunk) on the batch;
@@ -14,22 +14,26 @@ over the kept batches. Per-part times come from wrapping the module's own step h
 * **rest**: EMA update, logging, Lightning's loop.
 
 Paths: **eager fp32** is the default module (four D forwards per step: real and fake for D's update, fake and
-real again with the updated D for the generator's). **optimized** sets ``shared_d_forward`` (two D forwards; the
-generator meets D from before its update, as the released code, which runs three) and ``adam_fused``, and on a
-GPU adds bf16 autocast and channels_last. Output per setting: ms per part and per step (median), images/s, the
-time ratios optimized/eager, the load average, and on a GPU the model FLOP utilisation (MFU) from the analytic
-1.76 TFLOP per image per step at 512² (``shared/tools/gan_flops.py``, scaled by (size/512)²).
+real again with the updated D for the generator's). The optimized paths set ``shared_d_forward`` (two D
+forwards; the generator meets D from before its update, as the released code, which runs three) and
+``adam_fused``; on a CPU one more fp32 path adds ``channels_last`` (networks and inputs in channels-last
+memory: the same math, oneDNN's faster blocked kernels on AVX-512 CPUs), and on a GPU the one optimized path
+adds bf16 autocast and channels_last. Output per setting: the CPU's model name (or the GPU's), ms per part and
+per step (median), images/s, each path's time ratios to the default (in wall time, and on a CPU also in this
+process's CPU time, which load from other processes inflates far less at one thread), the load average, and
+on a GPU the model FLOP utilisation (MFU) from the analytic 1.76 TFLOP per image per step at 512²
+(``shared/tools/gan_flops.py``, scaled by (size/512)²).
 
-On a CPU with native bf16 (oneDNN reports it: AVX512-BF16 or AMX) a third path, **+ bf16**, adds bf16 mixed
-precision (``trainer.precision=bf16-mixed``, autocast: convolutions in bf16, norms and losses in fp32) to the
-optimized one. That changes the numerics (an option, never the default on CPU), so its ratio is printed on its
-own line; ``--no-cpu-bf16`` leaves it out.
+On a CPU with native bf16 (oneDNN reports it: AVX512-BF16 or AMX) two more paths add bf16 mixed precision
+(``trainer.precision=bf16-mixed``, autocast: convolutions in bf16, norms and losses in fp32) to the fp32 ones,
+in the contiguous and the channels-last layout. That changes the numerics (an option, never the default on
+CPU); ``--no-cpu-bf16`` leaves them out.
 
 Settings: on a GPU the paper's (512², batch 8, ngf 64, ndf 64, VGG19 to relu5_1); on a CPU both settings of
 the side-by-side measurement against the released code in issue 8 (64² x 4 with ngf 16 and 128² x 2 with ngf
 32; ndf 64, random VGG19 to relu5_1), a few minutes. ``--size/--batch/--ngf`` time one setting of your own.
-Measured and left out on CPU: channels_last (no gain with oneDNN here), ``torch.compile`` of G, D and VGG19
-(no gain at one thread, 2-6 minutes of compilation each).
+Measured and left out on CPU: ``torch.compile`` of G, D and VGG19 (no gain at one thread, 2-6 minutes of
+compilation each).
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ import json
 import logging
 import os
 import statistics
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import PartTimer, Result, peak_tflops
+from experiments.bench_common import PartTimer, Result, cpu_description, cpu_has_bf16, peak_tflops
 from portrait_models.maskgan.module import MaskGAN
 
 TFLOP_PER_IMAGE_512 = 1.76
@@ -69,20 +73,50 @@ class _SameBatch(Dataset):
         return {"image": self.images[k], "label": self.labels[k]}
 
 
+@dataclass(frozen=True)
+class PathSpec:
+    """One timed configuration: its label, the module's speed options and the Trainer precision."""
+
+    label: str
+    options: tuple[tuple[str, bool], ...] = ()
+    precision: str = "32-true"
+
+
+FAST = (("shared_d_forward", True), ("adam_fused", True))
+CHANNELS_LAST = (("channels_last", True),)
+DEFAULT_PATH = PathSpec("eager fp32 (default)")
+
+
+def paths_for(device: str, cpu_bf16: bool) -> list[PathSpec]:
+    """The default first, then the optimized paths: on a GPU one (all options + bf16); on a CPU the fp32 ones
+    (``shared_d_forward + adam_fused``, then + channels_last) and, where oneDNN has native bf16, the bf16 ones."""
+    if device == "cuda":
+        return [DEFAULT_PATH, PathSpec("shared_d_forward + adam_fused + bf16 + channels_last", FAST + CHANNELS_LAST,
+                                       "bf16-mixed")]  # fmt: skip
+    paths = [
+        DEFAULT_PATH,
+        PathSpec("shared_d_forward + adam_fused", FAST),
+        PathSpec("shared_d_forward + adam_fused + channels_last", FAST + CHANNELS_LAST),
+    ]
+    if cpu_bf16 and cpu_has_bf16():
+        paths += [
+            PathSpec("shared_d_forward + adam_fused + bf16", FAST, "bf16-mixed"),
+            PathSpec("shared_d_forward + adam_fused + channels_last + bf16", FAST + CHANNELS_LAST, "bf16-mixed"),
+        ]
+    return paths
+
+
 class _Path:
     """One model + part timer, trained a few batches at a time; ``result`` gives the medians of kept batches."""
 
-    def __init__(
-        self, name: str, args: argparse.Namespace, size: int, batch: int, ngf: int, optimized: bool, bf16: bool
-    ):
-        self.name, self.args, self.size, self.batch, self.optimized = name, args, size, batch, optimized
+    def __init__(self, spec: PathSpec, args: argparse.Namespace, size: int, batch: int, ngf: int) -> None:
+        self.name, self.args, self.size, self.batch = spec.label, args, size, batch
         self.cuda = args.device == "cuda"
-        self.precision = "bf16-mixed" if bf16 else "32-true"
+        self.precision = spec.precision
         pl.seed_everything(0, verbose=False)
         self.model = MaskGAN(
             image_size=size, ngf=ngf, ndf=args.ndf, ebst=False, dmn_steps=10**6, vgg_pretrained=False,
-            vgg_layers=args.vgg_layers, lr_decay=False, shared_d_forward=optimized, adam_fused=optimized,
-            channels_last=optimized and self.cuda,
+            vgg_layers=args.vgg_layers, lr_decay=False, **dict(spec.options),
         )  # fmt: skip
         self.timer = PartTimer(PARTS, self.cuda)
         self.timer.wrap(self.model.dmn, "forward", "G forward")  # training calls only (the EMA copy is separate)
@@ -102,34 +136,39 @@ class _Path:
         trainer.fit(self.model, DataLoader(_SameBatch(self.size, self.batch, batches), batch_size=self.batch))
         self.kept += list(range(first + 1, len(self.timer.times["step"])))  # the fit's first batch is warm-up
 
-    def result(self) -> Result:
+    def result(self, cpu: bool = False) -> Result:
+        """Medians of the kept batches, in wall time (default) or this process's CPU time (``cpu``)."""
+        times = self.timer.cpu_times if cpu else self.timer.times
+
         def median_ms(key: str) -> float:
-            return 1000 * statistics.median(self.timer.times[key][i] for i in self.kept)
+            return 1000 * statistics.median(times[key][i] for i in self.kept)
 
         parts = {p: median_ms(p) for p in (*PARTS, "rest")}
-        d_and_g = [self.timer.times[p] for p in ("D step", "G step", "D+G shared")]
+        d_and_g = [times[p] for p in ("D step", "G step", "D+G shared")]
         parts["D+G"] = 1000 * statistics.median(sum(t[i] for t in d_and_g) for i in self.kept)
-        seconds = statistics.median(self.timer.times["step"][i] for i in self.kept)
+        seconds = statistics.median(times["step"][i] for i in self.kept)
         images_per_s = self.batch / seconds
         peak = peak_tflops()
         mfu = images_per_s * TFLOP_PER_IMAGE_512 * (self.size / 512) ** 2 / peak if peak else None
         return Result(self.name, images_per_s, 1000 * seconds, parts, mfu)
 
 
-def print_table(base: Result, *faster: Result) -> None:
-    labels = [f"time ratio {'optimized' if n == 0 else '+ bf16'}/eager" for n in range(len(faster))]
-    width = max(len(base.path), *(len(r.path) for r in faster), *(len(label) for label in labels))
-    print(f"  {'median ms':<{width}} " + " ".join(f"{c:>10}" for c in (*COLUMNS, "step")) + "      img/s")
+def print_table(base: Result, *faster: Result, clock: str = "wall") -> None:
+    """Median ms per part and per step and img/s of every path, then each faster path's time ratios to the
+    default (``base``) per part and per step."""
+    width = max(len(r.path) for r in (base, *faster)) + len("ratio ")
+    print(f"  {'median ' + clock + ' ms':<{width}} " + " ".join(f"{c:>10}" for c in (*COLUMNS, "step")) + "      img/s")
     for r in (base, *faster):
         cells = " ".join(f"{r.parts_ms[c]:10.1f}" if r.parts_ms[c] > 0 else f"{'(in D+G)':>10}" for c in COLUMNS)
         mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
         print(f"  {r.path:<{width}} {cells} {r.step_ms:10.1f} {r.images_per_s:10.2f}{mfu}")
-    for label, fast in zip(labels, faster, strict=True):
+    print(f"  time ratio to the default ({base.path}):")
+    for fast in faster:
         ratios = " ".join(
             f"{fast.parts_ms[c] / base.parts_ms[c]:10.2f}" if fast.parts_ms[c] > 0 else f"{'':>10}" for c in COLUMNS
         )
-        print(f"  {label:<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
-        print(f"  {'':<{width}} speed-up {fast.images_per_s / base.images_per_s:.2f}x")
+        print(f"  {'ratio ' + fast.path:<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}"
+              f"   speed-up {fast.images_per_s / base.images_per_s:.2f}x")  # fmt: skip
 
 
 def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> dict:
@@ -138,22 +177,24 @@ def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> 
         f"{torch.get_num_threads()} threads"
     )
     load_before = os.getloadavg()[0]
-    print(f"bench-maskgan: {what}" + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""))
-    label = "shared_d_forward + adam_fused" + (" + bf16 + channels_last" if args.device == "cuda" else "")
-    paths = [
-        _Path("eager fp32 (default)", args, size, batch, ngf, optimized=False, bf16=False),
-        _Path(label, args, size, batch, ngf, optimized=True, bf16=args.device == "cuda"),
-    ]
-    if args.device == "cpu" and args.cpu_bf16 and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        paths.append(_Path(label + " + bf16", args, size, batch, ngf, optimized=True, bf16=True))
+    print(f"bench-maskgan: {what}, {torch.cuda.get_device_name() if args.device == 'cuda' else cpu_description()}")
+    paths = [_Path(spec, args, size, batch, ngf) for spec in paths_for(args.device, args.cpu_bf16)]
     for _ in range(args.rounds):
         for path in paths:
             path.run(args.chunk + 1)
     results = [p.result() for p in paths]
     print_table(*results)
+    cpu_results = []
+    if args.device == "cpu":  # CPU time of this process: under load, one thread's is inflated far less than wall
+        cpu_results = [p.result(cpu=True) for p in paths]
+        print_table(*cpu_results, clock=f"CPU ({torch.get_num_threads()} threads summed)")
     load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (1-min, {os.cpu_count()} CPUs)"
     print(f"  {args.rounds} interleaved rounds x {args.chunk} timed batches per path; {load}")
-    return {"setting": what, "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(r) for r in results]}
+    return {
+        "setting": what, "device": torch.cuda.get_device_name() if args.device == "cuda" else cpu_description(),
+        "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(r) for r in results],
+        "cpu_time_results": [asdict(r) for r in cpu_results],
+    }  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

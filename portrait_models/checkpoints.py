@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+from torch import Tensor
 
 M = TypeVar("M")
 
@@ -60,3 +61,23 @@ def load_module(cls: type[M], path: str | Path, map_location: Any = "cpu", **ove
     except (RuntimeError, TypeError, KeyError) as err:
         first = str(err).strip().splitlines()[0][:300]
         raise CheckpointError(f"{path} does not fit {cls.__name__} (another model or version?): {first}") from None
+
+
+def keep_state_layout(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """Make ``optimizer.load_state_dict`` give every per-parameter state tensor its parameter's memory layout.
+
+    A checkpoint written by a ``channels_last`` model holds Adam moments in channels-last strides; resumed into
+    a contiguous model (or the other way round) they keep those strides, and PyTorch's fused CPU Adam walks
+    parameter, gradient and moments as flat buffers, so it would silently pair the wrong elements (the loop
+    and foreach implementations index by position and are unaffected). The hook re-lays such state tensors
+    out like their parameter after each load; values are unchanged. Returns the optimizer.
+    """
+
+    def relayout(opt: torch.optim.Optimizer) -> None:
+        for param, state in opt.state.items():
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+    optimizer.register_load_state_dict_post_hook(relayout)
+    return optimizer

@@ -38,8 +38,11 @@ generated batch detached, through ``backward(inputs=D's parameters)``) and the g
 adversarial and feature-matching terms, so the generator is matched against D from *before* this batch's D
 update. That is the released code's order (pix2pixHD's ``forward`` computes every D output, then G and D
 step), with two D forwards instead of its three. ``adam_fused=True`` uses PyTorch's fused Adam (one kernel
-per step, the same update up to float reassociation). ``make bench-maskgan`` times the default against
-all three.
+per step, the same update up to float reassociation). ``channels_last=True`` keeps the networks and inputs in
+channels-last memory (the same math in another summation order; oneDNN's faster kernels on AVX-512 CPUs and
+cuDNN's on GPUs); Adam moments loaded from a checkpoint of the other layout are re-laid out like their
+parameters (:func:`~portrait_models.checkpoints.keep_state_layout`). ``make bench-maskgan`` times the default
+against these options.
 
 Checkpoints hold the trained networks (DMN, its EMA copy, D, and for MaskGAN† the MaskVAE and the blender)
 and the Adam states of the optimizers that are still to be used: a finished phase's optimizer state is
@@ -59,6 +62,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 from datamodules.labels import CELEBAMASK_PALETTE, label_to_onehot
+from portrait_models.checkpoints import keep_state_layout
 from portrait_models.distributed import rolled_rows, world
 from portrait_models.ema import EMA
 from portrait_models.losses import PerceptualLoss, discriminator_loss, feature_matching_loss, generator_loss
@@ -99,7 +103,8 @@ class MaskGAN(L.LightningModule):
             and the generator update (the generator meets D from before its update, as the released code);
             two D forwards instead of four (default) or three (``reuse_real_features``). Implies the latter.
         adam_fused: PyTorch's fused Adam (CPU and CUDA) instead of the per-tensor loop.
-        channels_last: keep networks and inputs in channels-last memory format (faster convs on GPU).
+        channels_last: keep networks and inputs in channels-last memory format: the same numbers to fp32
+            rounding, faster convolutions on GPU and on AVX-512 CPUs (``make bench-maskgan``).
         style_init: ``"pix2pixhd"`` draws every DMN conv from N(0, 0.02), as the released code; ``"pytorch"``
             redraws the style encoder's convs with PyTorch's default init. The style encoder has no
             normalisation, so at N(0, 0.02) its output shrinks layer by layer and every face starts with almost
@@ -446,8 +451,9 @@ class MaskGAN(L.LightningModule):
             params["gb"] = [*self.dmn.parameters(), *self.blender.parameters()]
         lrs = {"g": hp.lr, "d": hp.lr, "vae": hp.maskvae_lr, "gb": hp.ebst_lr}
         fused = True if hp.adam_fused else None
-        return [
-            torch.optim.Adam(params[name], lr=lrs[name], betas=betas, fused=fused) for name in self.optimizer_names()
+        return [  # moments re-laid out like their parameters on load (a checkpoint of the other layout)
+            keep_state_layout(torch.optim.Adam(params[name], lr=lrs[name], betas=betas, fused=fused))
+            for name in self.optimizer_names()
         ]
 
     def finished_optimizers(self, phase: Phase | None = None) -> list[str]:
