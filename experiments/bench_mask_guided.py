@@ -12,12 +12,17 @@ per generator step over its 228 M parameters at 256²) and ``log_paired_terms_ev
 iterations skip the graph-free reconstruction, D forwards and VGG that the default runs only to log the
 weight-0 paired terms); on a GPU also ``batch_paths=True`` (reconstruction and transfer through G_m as one
 2B batch on paired iterations) and bf16 autocast; on a CPU ``channels_last=True`` below 256² (``--channels-
-last`` to choose; it measured 9% less CPU time per generator step at 64², 0.99× at 256² on 2 idle threads).
-``batch_paths`` is not used on a CPU: it measured 0.59× there (2 Dec, 64², batch 4). Both paths skip D's step
-on unpaired iterations (the released code steps D's Adam on a zeroed loss).
+last`` to choose; it measured 9% less CPU time per generator step at 64², 0.99× at 256² on 2 idle threads of
+an AMD EPYC). ``batch_paths`` is not used on a CPU: it measured 0.59× there (2 Dec, 64², batch 4). Both paths
+skip D's step on unpaired iterations (the released code steps D's Adam on a zeroed loss). On a CPU where
+oneDNN runs bf16 natively (AVX512-BF16, AMX; ``--cpu-bf16 auto|on|off``) a third path, **optimized + bf16**:
+the optimized options with Lightning's ``bf16-mixed`` precision and channels-last. ``--paths 0,2`` times a subset; ``--rounds N`` repeats the
+paths round-robin in the process and pools the samples (ratios under a shared machine's load). Each path's
+model is freed before the next is built.
 
-Besides the wall time of an iteration pair, each path reports the process CPU time (all threads; under a
-shared machine's load the wall time inflates, the CPU time much less) and the released code's phases per
+The header names the CPU (model name, AVX-512 / AMX, oneDNN bf16) or the GPU. Besides the wall time of an
+iteration pair, each path reports the process CPU time (all threads; under a shared machine's load the wall
+time inflates, the CPU time much less), its system CPU time and minor page faults, and the released code's phases per
 iteration: **forward** (everything before the generator's backward, plus the D and D2 forwards on the real
 and the detached fake image, which the released ``forward`` computes and ours runs inside each D step),
 **G backward + step**, **D** and **D2** (backward + Adam step of each), paired and unpaired iterations
@@ -38,7 +43,9 @@ official widths at any size (the issue's CPU reference: ``--official --size 256 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import resource
 import statistics
 import time
 from collections import defaultdict
@@ -50,6 +57,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from experiments.bench_common import cpu_description, cpu_has_bf16
 from portrait_models.mask_guided.module import MaskGuidedSystem
 from portrait_models.mask_guided.networks import Pix2PixUNet
 
@@ -72,6 +80,9 @@ class Result:
     #: "paired" / "unpaired" -> phase -> mean ms per iteration, in the released code's layout (see the docstring)
     phases_ms: dict[str, dict[str, float]] = field(default_factory=dict)
     mfu: float | None = None
+    #: mean system CPU ms and minor page faults per iteration pair
+    pair_sys_ms: float = 0.0
+    pair_faults: float = 0.0
 
 
 class _SameBatch(Dataset):
@@ -98,12 +109,17 @@ class _SameBatch(Dataset):
 
 
 class _Timer(pl.Callback):
+    """Wall and process CPU time of each iteration, and its system CPU time and minor page faults (getrusage:
+    memory the allocator handed back to the OS and takes again costs a zero-filled page fault per 4 KiB)."""
+
     def __init__(self, cuda: bool) -> None:
-        self.cuda, self.times, self.cpu_times, self._start, self._cpu = cuda, [], [], 0.0, 0.0
+        self.cuda, self.times, self.cpu_times, self.sys_times, self.faults = cuda, [], [], [], []
+        self._start, self._cpu, self._usage = 0.0, 0.0, resource.getrusage(resource.RUSAGE_SELF)
 
     def on_train_batch_start(self, *args: Any) -> None:
         if self.cuda:
             torch.cuda.synchronize()
+        self._usage = resource.getrusage(resource.RUSAGE_SELF)
         self._start, self._cpu = time.perf_counter(), time.process_time()
 
     def on_train_batch_end(self, *args: Any) -> None:
@@ -111,6 +127,9 @@ class _Timer(pl.Callback):
             torch.cuda.synchronize()
         self.times.append(time.perf_counter() - self._start)
         self.cpu_times.append(time.process_time() - self._cpu)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        self.sys_times.append(usage.ru_stime - self._usage.ru_stime)
+        self.faults.append(usage.ru_minflt - self._usage.ru_minflt)
 
 
 class _PhasedSystem(MaskGuidedSystem):
@@ -330,8 +349,17 @@ def print_module_flops(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------ timing
+@dataclass(frozen=True)
+class Path:
+    """One timed configuration: the module options and the Trainer precision."""
+
+    name: str
+    options: dict[str, Any]
+    precision: str = "32-true"
+
+
 def optimized_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"adam_fused": True, "log_paired_terms_every_step": False}
+    options: dict[str, Any] = {"adam_fused": args.adam_fused, "log_paired_terms_every_step": False}
     if args.device == "cuda":
         options["batch_paths"] = True
     elif args.channels_last:
@@ -339,28 +367,65 @@ def optimized_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def time_path(name: str, args: argparse.Namespace, *, optimized: bool) -> Result:
+def timed_paths(args: argparse.Namespace) -> list[Path]:
+    """eager fp32 (the default module), optimized (fp32 on a CPU, bf16 on a GPU) and, on a CPU with native bf16
+    (or ``--cpu-bf16 on``), optimized + bf16: Lightning's ``bf16-mixed`` (autocast) with channels-last tensors."""
+    cuda = args.device == "cuda"
+    options = optimized_options(args)
+    paths = [Path("eager fp32 (default)", {}), Path("optimized", options, "bf16-mixed" if cuda else "32-true")]
+    if not cuda and (args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())):
+        paths.append(Path("optimized + bf16", {**options, "channels_last": True}, "bf16-mixed"))
+    return [p for i, p in enumerate(paths) if args.paths is None or i in args.paths]
+
+
+@dataclass
+class Samples:
+    """Raw per-iteration samples of one path (after the warm-up), accumulated over rounds."""
+
+    times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)
+    sys_times: list[float] = field(default_factory=list)
+    faults: list[int] = field(default_factory=list)
+    marks: list[dict[str, Any]] = field(default_factory=list)
+
+
+def time_path(path: Path, args: argparse.Namespace, samples: Samples) -> None:
+    """Train ``path`` for ``warmup + iters`` iterations (rounded up to whole pairs); append the samples."""
     cuda = args.device == "cuda"
     pl.seed_everything(0, verbose=False)
     iterations = 2 * ((args.warmup + args.iters + 1) // 2)
-    model = build(args, _PhasedSystem, **(optimized_options(args) if optimized else {}), cuda=cuda)
+    model = build(args, _PhasedSystem, **path.options, cuda=cuda)
     timer = _Timer(cuda)
     trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if optimized and cuda else "32-true",
+        accelerator="gpu" if cuda else "cpu", devices=1, precision=path.precision,
         max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
     )  # fmt: skip
     trainer.fit(model, DataLoader(_SameBatch(args.size, args.batch, iterations), batch_size=args.batch))
     skip = 2 * (args.warmup // 2)
-    times, cpu_times = timer.times[skip:], timer.cpu_times[skip:]
+    samples.times += timer.times[skip:]
+    samples.cpu_times += timer.cpu_times[skip:]
+    samples.sys_times += timer.sys_times[skip:]
+    samples.faults += timer.faults[skip:]
+    samples.marks += model.phases[skip:]
+    del trainer, model, timer
+    gc.collect()  # the Trainer and the module reference each other: free this path's ~4 GB (256²) before the next
+
+
+def summarize(path: Path, samples: Samples, args: argparse.Namespace) -> Result:
+    times, cpu_times = samples.times, samples.cpu_times
     pairs = [a + b for a, b in zip(times[::2], times[1::2], strict=False)]
     cpu_pairs = [a + b for a, b in zip(cpu_times[::2], cpu_times[1::2], strict=False)]
     seconds = statistics.median(pairs)
     images_per_s = 2 * args.batch / seconds
+    cuda = args.device == "cuda"
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in torch.cuda.get_device_name()), None) if cuda else None
     mfu = args.flops / seconds / (peak * 1e12) if peak and args.flops else None
-    phases = phase_means(model.phases[skip:])
-    return Result(name, images_per_s, 1000 * seconds, 1000 * statistics.median(cpu_pairs), phases, mfu)
+    phases = phase_means(samples.marks)
+    pairs_count = len(times) / 2
+    sys_ms, faults = 1000 * sum(samples.sys_times) / pairs_count, sum(samples.faults) / pairs_count
+    cpu_ms = 1000 * statistics.median(cpu_pairs)
+    return Result(path.name, images_per_s, 1000 * seconds, cpu_ms, phases, mfu, sys_ms, faults)
 
 
 def released_reference(args: argparse.Namespace) -> float | None:
@@ -376,15 +441,16 @@ def print_released_layout(results: list[Result], reference: float | None, batch:
     titles = " ".join(f"{PHASE_TITLES[p]:>15}" for p in PHASES)
     print(f"  {'seconds per iteration':<{width}} {titles} {'total':>15}")
     if reference is not None:
-        released = RELEASED_PHASES_S if batch == 1 else {p: float("nan") for p in PHASES}
-        cells = " ".join(f"{released[p]:15.2f}" for p in PHASES)
+        cells = " ".join(f"{RELEASED_PHASES_S[p]:15.2f}" if batch == 1 else f"{'-':>15}" for p in PHASES)
         print(f"  {'released code (issue 10)':<{width}} {cells} {reference:15.2f}")
     for r in results:
         for group in ("paired", "unpaired", "mean"):
             phases = r.phases_ms[group]
             total = sum(phases.values()) / 1000
             cells = " ".join(f"{phases[p] / 1000:15.2f}" for p in PHASES)
-            ratio = f"   released / ours {reference / total:.2f}x" if reference is not None and group == "mean" else ""
+            ratio = ""
+            if reference is not None and group == "mean":
+                ratio = f"   released / ours {reference / total:.2f}x ({'faster' if total < reference else 'slower'})"
             print(f"  {f'{r.path} {group}':<{width}} {cells} {total:15.2f}{ratio}")
 
 
@@ -400,7 +466,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parser", action=argparse.BooleanOptionalAction, default=None,
                         help="a frozen random netP-shaped parser for L_GP (default: with --official)")  # fmt: skip
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                        help="channels-last in the CPU optimized path (default: below 256²)")  # fmt: skip
+                        help="channels-last in the CPU optimized fp32 path (default: below 256²)")  # fmt: skip
+    parser.add_argument("--adam-fused", action=argparse.BooleanOptionalAction, default=True,
+                        help="fused Adam in the optimized paths")  # fmt: skip
+    parser.add_argument("--cpu-bf16", choices=("auto", "on", "off"), default="auto",
+                        help="CPU: the third path, optimized + bf16 (auto: where oneDNN has native bf16)")  # fmt: skip
+    parser.add_argument("--paths", type=lambda v: {int(i) for i in v.split(",")}, default=None,
+                        help="time only these paths (0 eager, 1 optimized, 2 optimized + bf16), e.g. 0,2")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the paths round-robin in one process (ratios under load)")  # fmt: skip
     parser.add_argument("--flops", action="store_true", dest="module_flops", help="print each module's FLOPs")
     parser.add_argument("--iters", type=int, default=20 if cuda else 8)
     parser.add_argument("--warmup", type=int, default=4 if cuda else 2)
@@ -419,24 +493,35 @@ def main(argv: list[str] | None = None) -> int:
         f"VGG {'on' if args.vgg else 'off'}, parser {'on' if args.parser else 'off'}, {args.device}, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"bench-mask-guided: {what}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""))
+    device = torch.cuda.get_device_name() if cuda else cpu_description()
+    print(f"bench-mask-guided: {what}\n  device: {device}")
     if args.module_flops:
         print_module_flops(args)
-    options = ", ".join(f"{k}={v}" for k, v in optimized_options(args).items()) + (", bf16" if cuda else "")
-    print(f"  optimized: {options}")
-    base = time_path("eager fp32 (default)", args, optimized=False)
-    fast = time_path("optimized", args, optimized=True)
-    width = max(len(base.path), len(fast.path))
-    print(f"  {'':<{width}} {'ms / iteration pair':>20} {'CPU ms / pair':>14} {'img/s':>8}")
-    for r in (base, fast):
+    paths = timed_paths(args)
+    for path in paths[1:]:
+        options = ", ".join(f"{k}={v}" for k, v in path.options.items())
+        print(f"  {path.name}: {options}, precision {path.precision}")
+    samples = {path.name: Samples() for path in paths}
+    for _ in range(args.rounds):
+        for path in paths:
+            time_path(path, args, samples[path.name])
+    results = [summarize(path, samples[path.name], args) for path in paths]
+    width = max(len(r.path) for r in results)
+    print(f"  {'':<{width}} {'ms / iteration pair':>20} {'CPU ms / pair':>14} {'of it system':>13} "
+          f"{'page faults':>12} {'img/s':>8}")  # fmt: skip
+    for r in results:
         mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
-        print(f"  {r.path:<{width}} {r.pair_ms:20.1f} {r.pair_cpu_ms:14.1f} {r.images_per_s:8.2f}{mfu}")
-    cpu_ratio = base.pair_cpu_ms / fast.pair_cpu_ms
-    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x (wall), {cpu_ratio:.2f}x (CPU time)")
-    print_released_layout([base, fast], released_reference(args), args.batch)
+        print(f"  {r.path:<{width}} {r.pair_ms:20.1f} {r.pair_cpu_ms:14.1f} {r.pair_sys_ms:13.1f} "
+              f"{r.pair_faults:12.0f} {r.images_per_s:8.2f}{mfu}")  # fmt: skip
+    base = results[0]
+    for r in results[1:]:
+        cpu_ratio = base.pair_cpu_ms / r.pair_cpu_ms
+        print(f"  speed-up of {r.path} over {base.path}: {r.images_per_s / base.images_per_s:.2f}x (wall), "
+              f"{cpu_ratio:.2f}x (CPU time)")  # fmt: skip
+    print_released_layout(results, released_reference(args), args.batch)
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"setting": what, "results": [asdict(base), asdict(fast)]}, fh, indent=2)
+            json.dump({"setting": what, "device": device, "results": [asdict(r) for r in results]}, fh, indent=2)
     return 0
 
 

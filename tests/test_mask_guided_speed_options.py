@@ -161,3 +161,58 @@ def test_bench_layer_flops_add_up_to_the_flop_counter_and_the_option_drops_the_l
     assert "D" not in lean and logged["D"]["forward"] > 0  # no D forward on the graph-free reconstruction
     assert lean["G_m"]["forward"] == logged["G_m"]["forward"] / 2  # one G_m pass (the transfer), not two
     assert lean["G_m"]["weight"] == logged["G_m"]["weight"] > 0
+
+
+def _two_iterations(precision: str, **options) -> tuple[MaskGuidedSystem, list[torch.dtype], dict[str, torch.Tensor]]:
+    """A paired and an unpaired iteration under ``precision``; the dtypes G_m's first convolution produced and the
+    generator's parameters before training."""
+    images, labels = helen_tensors(0, 8)
+    torch.manual_seed(0)
+    system = MaskGuidedSystem(**TINY, **options)
+    before = {n: p.detach().clone() for n, p in system.generator.named_parameters()}
+    dtypes: list[torch.dtype] = []
+    system.generator.fuse_conv.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+    torch.manual_seed(1)
+    _trainer(max_epochs=1, limit_train_batches=2, precision=precision).fit(system, _loader(images, labels))
+    return system, dtypes, before
+
+
+def test_bf16_mixed_channels_last_iterations_run_in_bf16_stay_finite_and_follow_the_fp32_update():
+    options = dict(channels_last=True, adam_fused=True, log_paired_terms_every_step=False)
+    fp32, fp32_dtypes, before = _two_iterations("32-true", **options)
+    bf16, bf16_dtypes, bf16_before = _two_iterations("bf16-mixed", **options)
+    assert set(fp32_dtypes) == {torch.float32} and set(bf16_dtypes) == {torch.bfloat16}
+    assert int(bf16.iterations) == 2 and {"g/total", "d2/total"} <= set(bf16.last_loss_terms)
+    assert all(torch.isfinite(v).all() for v in bf16.last_loss_terms.values())
+    fp32_params, bf16_params = dict(fp32.generator.named_parameters()), dict(bf16.generator.named_parameters())
+    steps = []
+    for name, start in before.items():
+        assert torch.equal(start, bf16_before[name])  # the same initialisation
+        p = bf16_params[name]
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()  # the master weights stay fp32
+        steps.append(((fp32_params[name] - start).flatten(), (p - start).flatten()))
+    a, b = (torch.cat(x) for x in zip(*steps, strict=True))
+    assert b.abs().sum() > 0
+    # two Adam steps (about lr times the gradient's sign) go the same way in bf16 as in fp32
+    assert F.cosine_similarity(a, b, dim=0) > 0.9
+
+
+def test_bench_paths_add_bf16_with_channels_last_on_a_cpu_and_name_the_cpu():
+    import argparse
+
+    from experiments.bench_mask_guided import cpu_description, timed_paths
+
+    args = argparse.Namespace(device="cpu", channels_last=False, adam_fused=True, cpu_bf16="on", paths=None)
+    eager, fp32, bf16 = timed_paths(args)
+    assert eager.options == {} and eager.precision == fp32.precision == "32-true"
+    assert fp32.options == {"adam_fused": True, "log_paired_terms_every_step": False}
+    assert bf16.precision == "bf16-mixed"
+    assert bf16.options == {**fp32.options, "channels_last": True}
+
+    def names(**changes):
+        return [p.name for p in timed_paths(argparse.Namespace(**{**vars(args), **changes}))]
+
+    assert names(cpu_bf16="off") == [eager.name, fp32.name]
+    assert names(paths={0, 2}) == [eager.name, bf16.name]
+    assert "oneDNN bf16" in cpu_description()
+
