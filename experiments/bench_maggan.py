@@ -7,12 +7,15 @@
   autocast off: double backward), backward, Adam;
 * **G step**: G(x, att_diff) and G(x, 0), the critic on the edit, eq. (11), backward, Adam.
 
-Paths: **eager fp32** (contiguous tensors, no autocast); **optimized**: channels_last weights and inputs, and on
-a GPU bf16 autocast + cuDNN autotuning, on a CPU with native bf16 (oneDNN; AVX512-BF16 / AMX) bf16 autocast
-(``--cpu-bf16 off`` keeps it fp32); the gradient penalty stays in fp32 either way, as in training
-(``--compile`` also compiles the generator; the critic is not compiled because of the double backward).
-Output: median ms per step over ``--iters`` after ``--warmup``, images/s of each step and of a full ``n_critic``:1
-cycle (``n_critic`` batches read), the optimized/eager ratio, and on a
+Paths: **eager fp32** (contiguous tensors, no autocast); on a CPU **channels_last fp32** (channels_last weights
+and inputs, no autocast: the same precision as eager, so its ratio is a pure layout gain) and **channels_last +
+bf16** (bf16 autocast as well, where oneDNN has native bf16: AVX512-BF16 / AMX; ``--cpu-bf16 on`` forces it,
+``off`` drops the path); on a GPU **optimized** (channels_last, bf16 autocast, cuDNN autotuning). The gradient
+penalty stays in fp32 in every path, as in training (``--compile`` also compiles the generator of the
+non-eager paths; the critic is not compiled because of the double backward). ``--paths`` picks a subset.
+Output: the CPU's model name and units (or the GPU's name), median ms per step over ``--iters`` after ``--warmup``,
+images/s of each step and of a full ``n_critic``:1 cycle (``n_critic`` batches read), each path's ratio to eager
+fp32 (and with ``--stgan-port`` to the port's figures, naming the precision), and on a
 GPU the model FLOP utilisation (MFU) from an analytic count of the convolution / linear multiply-adds of
 these very networks (forward hooks on the layer shapes; a training pass is taken as 3× forward, the penalty
 as 5× a critic forward).
@@ -20,8 +23,8 @@ as 5× a critic forward).
 Defaults: on a GPU the paper's 256² setting (batch 32, the full STGAN-size G and D); on a CPU a small setting
 (64², batch 8, base width 16) that runs in about a minute.
 
-The two paths are built side by side and timed interleaved (eager critic, optimized critic, eager G, optimized G,
-per iteration), so a change in machine load hits both alike.
+The paths are built side by side and timed interleaved (every path's critic step, then every path's G step, per
+iteration), so a change in machine load hits all alike.
 
 ``--stgan-port``: our networks in the configuration of the most used PyTorch STGAN port (bluestyle97/
 STGAN-pytorch: 10 attributes, 3 shortcut STUs with BatchNorm gates, the attribute only at the decoder's first
@@ -43,6 +46,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from experiments.bench_common import cpu_description, cpu_has_bf16
 from portrait_models.maggan.module import MagGAN
 from portrait_models.maggan.networks import stgan_port_networks
 
@@ -114,18 +118,42 @@ def build(args: argparse.Namespace) -> MagGAN:
     )  # fmt: skip
 
 
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (otherwise bf16 autocast would only emulate it, slowly)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+@dataclass(frozen=True)
+class BenchPath:
+    """One way of running the same steps: memory layout and autocast dtype (None: fp32)."""
+
+    name: str
+    channels_last: bool
+    bf16: bool
 
 
-def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callable[[], None]]:
+def cpu_bf16_enabled(args: argparse.Namespace) -> bool:
+    return args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())
+
+
+def bench_paths(args: argparse.Namespace) -> list[BenchPath]:
+    """Eager fp32 first (the baseline every ratio divides by), then the faster paths of this device."""
+    if torch.device(args.device).type == "cuda":
+        paths = [BenchPath("eager fp32", False, False), BenchPath("optimized", True, True)]
+    else:
+        paths = [BenchPath("eager fp32", False, False), BenchPath("cl fp32", True, False)]
+        if cpu_bf16_enabled(args):
+            paths.append(BenchPath("cl bf16", True, True))
+    if args.paths:
+        wanted = [name.strip() for name in args.paths.split(",")]
+        unknown = [name for name in wanted if name not in {p.name for p in paths}]
+        if unknown:
+            raise SystemExit(f"--paths: unknown or unavailable {unknown}; here: {', '.join(p.name for p in paths)}")
+        paths = [p for p in paths if p.name in wanted or p.name == "eager fp32"]
+    return paths
+
+
+def make_steps(args: argparse.Namespace, path: BenchPath) -> dict[str, Callable[[], None]]:
     """The critic step and the G step of one path, on its own model, optimisers and fixed random batch."""
     torch.manual_seed(0)
     device = torch.device(args.device)
-    cuda = device.type == "cuda"
     model = build(args).to(device)
-    fmt = torch.channels_last if optimized else torch.contiguous_format
+    fmt = torch.channels_last if path.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt_g, opt_d = model.configure_optimizers()
     g = torch.Generator().manual_seed(1)
@@ -134,13 +162,14 @@ def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callab
     masks = torch.rand(args.batch, 19, args.size, args.size, generator=g).softmax(1).to(device)
     target = att.roll(1, 0)
     diff = target - att
-    if optimized and args.compile:
+    if path.name != "eager fp32" and args.compile:
         model.generator = torch.compile(model.generator)
-    bf16 = cuda or (args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16()))
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if optimized and bf16 else contextlib.nullcontext()
+
+    def autocast() -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=torch.bfloat16) if path.bf16 else contextlib.nullcontext()
 
     def critic_step() -> None:
-        with autocast:
+        with autocast():
             with torch.no_grad():
                 fake = model.generator(image, diff, masks)
             loss = model.discriminator_loss(image, fake, att)["total"]
@@ -149,7 +178,7 @@ def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callab
         opt_d.step()
 
     def generator_step() -> None:
-        with autocast:
+        with autocast():
             loss = model.generator_loss(image, att, target, diff, masks)["total"]
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
@@ -159,14 +188,14 @@ def make_steps(args: argparse.Namespace, *, optimized: bool) -> dict[str, Callab
 
 
 def time_paths(args: argparse.Namespace) -> list[Result]:
-    """Eager fp32 and optimized, interleaved step by step; median seconds per step after the warm-up."""
+    """Every path, interleaved step by step; median seconds per step after the warm-up (eager fp32 first)."""
     cuda = torch.device(args.device).type == "cuda"
-    paths = {"eager fp32": make_steps(args, optimized=False), "optimized": make_steps(args, optimized=True)}
+    paths = {path.name: make_steps(args, path) for path in bench_paths(args)}
     times = {(name, part): [] for name in paths for part in ("critic", "generator")}
     for i in range(args.warmup + args.iters):
         for part in ("critic", "generator"):
             for name, steps in paths.items():
-                torch.backends.cudnn.benchmark = cuda and name == "optimized"
+                torch.backends.cudnn.benchmark = cuda and name != "eager fp32"
                 if cuda:
                     torch.cuda.synchronize()
                 start = time.perf_counter()
@@ -203,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-critic", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3 if cuda else 1)
     parser.add_argument("--iters", type=int, default=20 if cuda else 4)
-    parser.add_argument("--compile", action="store_true", help="also torch.compile the generator (optimized path)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile the generator (non-eager paths)")
     parser.add_argument(
         "--stgan-port", action="store_true",
         help="the PyTorch STGAN port's G and D at 128², batch 32 (overrides --size/--batch/--width/--layers), "
@@ -211,7 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--cpu-bf16", choices=("auto", "on", "off"), default="auto",
-        help="bf16 autocast in the optimized path on a CPU (auto: where oneDNN has native bf16)",
+        help="the 'cl bf16' path on a CPU (auto: where oneDNN has native bf16; off: no bf16 path)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--paths", default=None,
+        help="comma-separated subset of the paths besides eager fp32 (CPU: 'cl fp32', 'cl bf16'; GPU: optimized)",
     )  # fmt: skip
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
@@ -222,23 +255,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.stgan_port:
         setting = f"STGAN-pytorch port's G and D, row (i) losses, {setting}"
     setting += f", {torch.get_num_threads()} thread(s)"
-    if not cuda:
-        on = args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())
-        setting += f"; optimized = channels_last{' + bf16 autocast' if on else ''}"
-    print(f"MagGAN training steps ({setting}; median of {args.iters} after {args.warmup} warm-up)")
+    hardware = torch.cuda.get_device_name() if cuda else cpu_description()
+    print(f"device: {hardware}")
+    print(f"MagGAN training steps ({setting}; median of {args.iters} after {args.warmup} warm-up; cl = channels_last)")
     header = ("path", "critic ms", "G ms", "critic img/s", "G img/s", "cycle img/s", "MFU")
     print(f"{header[0]:<12}" + "".join(f" {h:>12}" for h in header[1:]))
     for r in results:
         mfu = f"{100 * r.mfu:.1f}%" if r.mfu is not None else "-"
         values = (r.critic_ms, r.generator_ms, r.critic_img_s, r.generator_img_s, r.cycle_img_s)
         print(f"{r.path:<12}" + "".join(f" {v:12.1f}" for v in values) + f" {mfu:>12}")
-    eager, fast = results
-    ratios = {
-        "critic": fast.critic_img_s / eager.critic_img_s,
-        "G": fast.generator_img_s / eager.generator_img_s,
-        "cycle": fast.cycle_img_s / eager.cycle_img_s,
-    }
-    print("optimized / eager: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratios.items()))
+    eager = results[0]
+    for fast in results[1:]:
+        print(
+            f"{fast.path} / eager fp32: critic {fast.critic_img_s / eager.critic_img_s:.2f}x, "
+            f"G {fast.generator_img_s / eager.generator_img_s:.2f}x, cycle {fast.cycle_img_s / eager.cycle_img_s:.2f}x"
+        )
     port = None
     if args.stgan_port:
         port = STGAN_PORT_SECONDS
@@ -248,13 +279,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in results:
             print(
-                f"{r.path} / port: critic {1000 * port['critic'] / r.critic_ms:.2f}x, "
+                f"{r.path} / port (fp32): critic {1000 * port['critic'] / r.critic_ms:.2f}x, "
                 f"G {1000 * port['generator'] / r.generator_ms:.2f}x, cycle {r.cycle_img_s / port['cycle_img_s']:.2f}x "
-                "(> 1: faster than the port; the port's figures are for 2 threads)"
+                "(> 1: faster than the port; its figures: fp32, 2 threads, the issue's CPU)"
             )
     if args.json:
         with open(args.json, "w") as handle:
-            record = {"setting": setting, "results": [asdict(r) for r in results], "stgan_port": port}
+            record = {
+                "setting": setting, "device": hardware, "results": [asdict(r) for r in results], "stgan_port": port,
+            }  # fmt: skip
             json.dump(record, handle, indent=2)
     return 0
 

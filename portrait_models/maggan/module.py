@@ -77,6 +77,9 @@ class MagGAN(L.LightningModule):
         hard_masks: use the argmax of the soft masks, one-hot (the paper's "hard masks" comparison).
         table3_row: ``"i"`` … ``"vii"``: set ``conditioning``, ``decoder``, ``reconstruction``, ``seg_branch`` and
             (λ3 = 0 rows) ``lambda_mre`` as in that row of Table 3 (:data:`TABLE3_ROWS`); None: as given.
+        channels_last: train with channels_last weights and input images (off by default; same math). With bf16
+            autocast (``trainer.precision=bf16-mixed``) it lets oneDNN use a CPU's AMX tiles or a GPU's tensor
+            cores at full rate; without native bf16 it is a layout change only.
     """
 
     def __init__(
@@ -114,6 +117,7 @@ class MagGAN(L.LightningModule):
         thres_int: float = 0.5,
         hard_masks: bool = False,
         table3_row: str | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         if table3_row is not None:
@@ -151,6 +155,10 @@ class MagGAN(L.LightningModule):
         self.phase = "train"
 
     # ------------------------------------------------------------------------------------- helpers
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:  # before configure_optimizers: Adam's state follows the parameters' layout
+            self.to(memory_format=torch.channels_last)
+
     def inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
         """``(image, att_source, soft_masks)`` from a batch, with clear errors for missing keys."""
         for key in ("image", "attributes", "soft_masks"):
@@ -160,6 +168,8 @@ class MagGAN(L.LightningModule):
                     "missing (CelebADataModule: set soft_masks and attribute_names=labels.EDIT_ATTRIBUTES)"
                 )
         image, att, masks = batch["image"], batch["attributes"].float(), batch["soft_masks"].float()
+        if self.hparams.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
         if att.shape[1] != len(EDIT_ATTRIBUTES):
             raise ValueError(
                 f"attributes must be (B, {len(EDIT_ATTRIBUTES)}) in EDIT_ATTRIBUTES order, got {tuple(att.shape)}"
