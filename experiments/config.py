@@ -52,6 +52,9 @@ class RunSettings:
     dry_run: bool = False  # print the resolved config, build everything, do not fit
     print_config: bool = True
     cpu_threads: Optional[int] = None  # torch.set_num_threads for CPU runs (None: torch's default)
+    # a CPU run whose trainer.precision is bf16 but whose oneDNN has no native bf16 (no AVX512-BF16 / AMX; bf16
+    # would be emulated, several times slower) trains at this precision instead, saying so (None: keep bf16)
+    cpu_precision_without_bf16: Optional[str] = None
     deterministic_epochs: bool = True  # reseed at each epoch start so a resumed run matches an uninterrupted one
 
 

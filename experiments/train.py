@@ -27,6 +27,7 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
+from experiments.bench_common import cpu_has_bf16
 from experiments.callbacks import (
     AtomicCheckpointIO,
     EpochSeed,
@@ -289,6 +290,14 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
     trainer_kwargs: dict[str, Any] = OmegaConf.to_container(cfg.trainer, resolve=True)
     plugins: list[Any] = [AtomicCheckpointIO()]
     on_cpu = trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    precision = str(trainer_kwargs.get("precision", ""))
+    if on_cpu and precision.startswith("bf16") and run.cpu_precision_without_bf16 and not cpu_has_bf16():
+        print(
+            f"trainer.precision={precision}: this CPU has no native bf16 (oneDNN would emulate it); training at "
+            f"run.cpu_precision_without_bf16={run.cpu_precision_without_bf16} instead",
+            file=sys.stderr,
+        )
+        trainer_kwargs["precision"] = run.cpu_precision_without_bf16
     if trainer_kwargs.get("sync_batchnorm") and on_cpu:  # torch's SyncBatchNorm needs a GPU; gloo gets ours
         trainer_kwargs["sync_batchnorm"] = False
         plugins.append(GlobalBatchNorm())

@@ -125,3 +125,18 @@ def test_wandb_run_continues_under_its_id_after_resume(tmp_path, monkeypatch):
     # wandb names an offline run by start second + id: both processes' logs carry the one id (a resume that
     # starts within the same second as the first run writes into the same folder)
     assert runs and all(name.endswith(run_id) for name in runs), runs
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_bf16_falls_back_only_where_the_cpu_lacks_it(tmp_path, monkeypatch, capsys, native):
+    import experiments.train as runner
+
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: native)
+    extra = ["trainer.precision=bf16-mixed", "run.cpu_precision_without_bf16=32-true", "run.dry_run=true"]
+    result = train(EXP, tiny(tmp_path / "run", *extra))
+    assert result.trainer.precision == ("bf16-mixed" if native else "32-true")
+    said = capsys.readouterr().err
+    assert ("no native bf16" in said) is not native
+    # without the setting a bf16 config keeps bf16 on any CPU
+    result = train(EXP, tiny(tmp_path / "keep", "trainer.precision=bf16-mixed", "run.dry_run=true"))
+    assert result.trainer.precision == "bf16-mixed"
