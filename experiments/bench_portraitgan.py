@@ -33,7 +33,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import PartTimer, Result, peak_tflops, print_comparison
+from experiments.bench_common import PartTimer, Result, cpu_description, peak_tflops, print_comparison
 from portrait_models.portraitgan.module import PortraitGAN
 
 PARTS = ("G passes", "G loss", "D loss")
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads"
     )
     print(f"bench-portraitgan: {what}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""))
+    if not cuda:
+        print(f"  device: {cpu_description()}")
     flops = step_flops(args)
     base = time_path("eager fp32 (default)", args, optimized=False, flops=flops)
     label = "batch_d_calls" + (" + bf16 + channels_last" if cuda else "")
