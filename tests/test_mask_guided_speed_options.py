@@ -134,6 +134,27 @@ def test_channels_last_checkpoint_round_trip_loads_strictly_with_weights_only(tm
             assert torch.allclose(got, expected, atol=1e-5)
 
 
+def test_a_channels_last_fused_adam_checkpoint_resumes_contiguous_with_moments_in_the_parameters_layout(tmp_path):
+    """Fused CPU Adam walks parameter, gradient and moments as flat buffers: moments left in the checkpoint's
+    channels-last strides under contiguous parameters would pair the wrong elements."""
+    images, labels = helen_tensors(0, 8)
+    torch.manual_seed(0)
+    system = MaskGuidedSystem(**TINY, channels_last=True, adam_fused=True)
+    trainer = _trainer(max_epochs=1, limit_train_batches=2)
+    trainer.fit(system, _loader(images, labels))
+    path = tmp_path / "gu_cl_fused.ckpt"
+    trainer.save_checkpoint(path)
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    assert any(not s["exp_avg"].is_contiguous() for s in saved["optimizer_states"][0]["state"].values())
+    fresh = MaskGuidedSystem(**{**saved["hyper_parameters"], "channels_last": False})
+    resumed = _trainer(max_epochs=2, limit_train_batches=2)
+    resumed.fit(fresh, _loader(images, labels), ckpt_path=str(path))
+    opt_g = resumed.optimizers[0]
+    assert opt_g.defaults["fused"]
+    params = [p for p in fresh.generator.parameters() if p in opt_g.state]
+    assert params and all(opt_g.state[p]["exp_avg"].stride() == p.stride() for p in params)
+
+
 # ------------------------------------------------------------------------------------------ the bench's accounting
 def test_bench_splits_an_iteration_into_the_released_phases():
     from experiments.bench_mask_guided import released_layout
@@ -215,4 +236,3 @@ def test_bench_paths_add_bf16_with_channels_last_on_a_cpu_and_name_the_cpu():
     assert names(cpu_bf16="off") == [eager.name, fp32.name]
     assert names(paths={0, 2}) == [eager.name, bf16.name]
     assert "oneDNN bf16" in cpu_description()
-

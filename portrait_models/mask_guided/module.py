@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.utils import make_grid
 
+from portrait_models.checkpoints import keep_state_layout
 from portrait_models.distributed import indexed_rows, rank_rows
 from portrait_models.layers.frozen import FrozenModule
 from portrait_models.losses import vanilla_fake, vanilla_real
@@ -503,8 +504,8 @@ class MaskGuidedSystem(L.LightningModule):
         hp = self.hparams
         betas = tuple(hp.betas)
         fused = True if hp.adam_fused else None
-        return [
-            torch.optim.Adam(net.parameters(), lr=hp.lr, betas=betas, fused=fused)
+        return [  # moments re-laid out like their parameters on load (a checkpoint of the other layout)
+            keep_state_layout(torch.optim.Adam(net.parameters(), lr=hp.lr, betas=betas, fused=fused))
             for net in (self.generator, self.discriminator, self.discriminator2)
         ]
 
