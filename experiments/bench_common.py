@@ -31,6 +31,11 @@ def cpu_has_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def cpu_bf16_wanted(choice: str) -> bool:
+    """A bench's ``--cpu-bf16 auto|on|off``: whether to time a bf16 path on this CPU (auto: where it is native)."""
+    return choice == "on" or (choice == "auto" and cpu_has_bf16())
+
+
 def cpu_description() -> str:
     """``/proc/cpuinfo``'s model name with the units that decide the conv kernels here (AVX-512, AMX), e.g.
     "Intel(R) Xeon(R) Processor (AVX-512, AMX-BF16; oneDNN bf16 native)"."""

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from experiments.bench_common import cpu_description, cpu_has_bf16
+from experiments.bench_common import cpu_bf16_wanted, cpu_description
 from portrait_models.maggan.module import MagGAN
 from portrait_models.maggan.networks import stgan_port_networks
 
@@ -127,17 +127,13 @@ class BenchPath:
     bf16: bool
 
 
-def cpu_bf16_enabled(args: argparse.Namespace) -> bool:
-    return args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())
-
-
 def bench_paths(args: argparse.Namespace) -> list[BenchPath]:
     """Eager fp32 first (the baseline every ratio divides by), then the faster paths of this device."""
     if torch.device(args.device).type == "cuda":
         paths = [BenchPath("eager fp32", False, False), BenchPath("optimized", True, True)]
     else:
         paths = [BenchPath("eager fp32", False, False), BenchPath("cl fp32", True, False)]
-        if cpu_bf16_enabled(args):
+        if cpu_bf16_wanted(args.cpu_bf16):
             paths.append(BenchPath("cl bf16", True, True))
     if args.paths:
         wanted = [name.strip() for name in args.paths.split(",")]

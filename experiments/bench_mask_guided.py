@@ -16,8 +16,9 @@ last`` to choose; it measured 9% less CPU time per generator step at 64², 0.99�
 an AMD EPYC). ``batch_paths`` is not used on a CPU: it measured 0.59× there (2 Dec, 64², batch 4). Both paths
 skip D's step on unpaired iterations (the released code steps D's Adam on a zeroed loss). On a CPU where
 oneDNN runs bf16 natively (AVX512-BF16, AMX; ``--cpu-bf16 auto|on|off``) a third path, **optimized + bf16**:
-the optimized options with Lightning's ``bf16-mixed`` precision and channels-last. ``--paths 0,2`` times a subset; ``--rounds N`` repeats the
-paths round-robin in the process and pools the samples (ratios under a shared machine's load). Each path's
+the optimized options with Lightning's ``bf16-mixed`` precision and channels-last. ``--paths 0,2`` times a
+subset; ``--rounds N`` repeats the paths round-robin in the process and pools the samples (ratios under a
+shared machine's load). Each path's
 model is freed before the next is built.
 
 The header names the CPU (model name, AVX-512 / AMX, oneDNN bf16) or the GPU. Besides the wall time of an
@@ -57,7 +58,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import cpu_description, cpu_has_bf16
+from experiments.bench_common import cpu_bf16_wanted, cpu_description
 from portrait_models.mask_guided.module import MaskGuidedSystem
 from portrait_models.mask_guided.networks import Pix2PixUNet
 
@@ -373,7 +374,7 @@ def timed_paths(args: argparse.Namespace) -> list[Path]:
     cuda = args.device == "cuda"
     options = optimized_options(args)
     paths = [Path("eager fp32 (default)", {}), Path("optimized", options, "bf16-mixed" if cuda else "32-true")]
-    if not cuda and (args.cpu_bf16 == "on" or (args.cpu_bf16 == "auto" and cpu_has_bf16())):
+    if not cuda and cpu_bf16_wanted(args.cpu_bf16):
         paths.append(Path("optimized + bf16", {**options, "channels_last": True}, "bf16-mixed"))
     return [p for i, p in enumerate(paths) if args.paths is None or i in args.paths]
 
