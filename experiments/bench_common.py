@@ -3,8 +3,6 @@ wrapping a module's own helpers, the GPU's peak bf16 rate for MFU, and the side-
 
 from __future__ import annotations
 
-import contextlib
-import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -13,6 +11,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+
+from experiments.hardware import cpu_bf16_wanted, cpu_description, cpu_has_bf16  # noqa: F401 (re-exported)
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -24,33 +24,6 @@ class Result:
     step_ms: float
     parts_ms: dict[str, float] = field(default_factory=dict)
     mfu: float | None = None
-
-
-def cpu_has_bf16() -> bool:
-    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX; otherwise bf16 would be emulated)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def cpu_bf16_wanted(choice: str) -> bool:
-    """A bench's ``--cpu-bf16 auto|on|off``: whether to time a bf16 path on this CPU (auto: where it is native)."""
-    return choice == "on" or (choice == "auto" and cpu_has_bf16())
-
-
-def cpu_description() -> str:
-    """``/proc/cpuinfo``'s model name with the units that decide the conv kernels here (AVX-512, AMX), e.g.
-    "Intel(R) Xeon(R) Processor (AVX-512, AMX-BF16; oneDNN bf16 native)"."""
-    name, flags = platform.processor() or "unknown CPU", set()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    units = [unit for flag, unit in (("avx512f", "AVX-512"), ("avx512_bf16", "AVX512-BF16"), ("amx_bf16", "AMX-BF16"))
-             if flag in flags]  # fmt: skip
-    return f"{name} ({', '.join(units) or 'no AVX-512'}; oneDNN bf16 {'native' if cpu_has_bf16() else 'emulated'})"
 
 
 def peak_tflops() -> float | None:
@@ -110,15 +83,18 @@ class PartTimer(pl.Callback):
             times["step"].append(total)
 
 
-def print_comparison(base: Result, fast: Result, parts: Sequence[str]) -> None:
-    """Median ms per part and per step, img/s (and MFU), the time ratios and the speed-up."""
+def print_comparison(base: Result, *faster: Result, parts: Sequence[str], clock: str = "wall") -> None:
+    """Median ms per part and per step and img/s (and MFU) of ``base`` and every ``faster`` path, then each
+    faster path's time ratios to ``base`` per part and per step, and its speed-up; ``clock`` names the times."""
     columns = (*parts, "rest")
-    width = max(len(base.path), len(fast.path), len("time ratio optimized/eager"))
-    print(f"  {'median ms':<{width}} " + " ".join(f"{p:>10}" for p in (*columns, "step")) + "      img/s")
-    for r in (base, fast):
+    width = max(len(r.path) for r in (base, *faster)) + len("ratio ")
+    print(f"  {'median ' + clock + ' ms':<{width}} " + " ".join(f"{p:>10}" for p in (*columns, "step")) + "      img/s")
+    for r in (base, *faster):
         cells = " ".join(f"{r.parts_ms[p]:10.1f}" for p in columns) + f" {r.step_ms:10.1f}"
         mfu = f"  MFU {100 * r.mfu:.1f}%" if r.mfu is not None else ""
         print(f"  {r.path:<{width}} {cells} {r.images_per_s:10.2f}{mfu}")
-    ratios = " ".join(f"{fast.parts_ms[p] / base.parts_ms[p]:10.2f}" for p in columns)
-    print(f"  {'time ratio optimized/eager':<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}")
-    print(f"  speed-up: {fast.images_per_s / base.images_per_s:.2f}x")
+    print(f"  {clock} time ratio to {base.path}:")
+    for fast in faster:
+        ratios = " ".join(f"{fast.parts_ms[p] / base.parts_ms[p]:10.2f}" for p in columns)
+        print(f"  {'ratio ' + fast.path:<{width}} {ratios} {fast.step_ms / base.step_ms:10.2f}"
+              f"   speed-up {fast.images_per_s / base.images_per_s:.2f}x")  # fmt: skip

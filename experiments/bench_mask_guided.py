@@ -58,7 +58,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import cpu_bf16_wanted, cpu_description
+from experiments.hardware import cpu_bf16_wanted, cpu_description
 from portrait_models.mask_guided.module import MaskGuidedSystem
 from portrait_models.mask_guided.networks import Pix2PixUNet
 

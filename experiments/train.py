@@ -27,7 +27,6 @@ from lightning.pytorch.loggers import CSVLogger, Logger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from experiments.bench_common import cpu_has_bf16
 from experiments.callbacks import (
     AtomicCheckpointIO,
     EpochSeed,
@@ -42,6 +41,7 @@ from experiments.callbacks import (
     SlurmRequeue,
 )
 from experiments.config import ConfigError, available_experiments, compose, instantiate
+from experiments.hardware import cpu_has_bf16
 from experiments.sweep import wandb_logged_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
