@@ -121,7 +121,7 @@ bench-mask-guided: $(STAMP) ## Gu et al. training iteration img/s (G + D + D2): 
 	$(PY) -m experiments.bench_mask_guided $(ARGS)
 
 .PHONY: bench-portraitgan
-bench-portraitgan: $(STAMP) ## PortraitGAN training step img/s: optimized vs eager fp32; GPU: 512², batch 2, bf16, MFU
+bench-portraitgan: $(STAMP) ## PortraitGAN training step img/s vs eager fp32: batch_d_calls, + channels_last, + bf16 where native (CPU); GPU: 512², batch 2, bf16, MFU
 	$(PY) -m experiments.bench_portraitgan $(ARGS)
 
 # ----------------------------------------------------------------------------------------- training

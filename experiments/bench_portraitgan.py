@@ -1,4 +1,4 @@
-"""Time PortraitGAN's training step, the default module against the optimized path, in one process.
+"""Time PortraitGAN's training step, the default module against the optimized paths, interleaved in one process.
 
 ``python -m experiments.bench_portraitgan`` (``make bench-portraitgan``). Each path trains the real
 :class:`~portrait_models.portraitgan.module.PortraitGAN` under a Lightning Trainer on one fixed paired batch;
@@ -9,11 +9,18 @@ per-part times come from wrapping the module's own helpers:
 * **D loss**: ``discriminator_terms``;
 * **rest**: the two backward passes, Adam, landmark-map drawing, logging, Lightning's loop.
 
-Paths: **eager fp32** is the default module; **optimized** sets ``batch_d_calls`` (one D call per level on
-real + fake) and on a GPU adds bf16 autocast and channels_last. Output: median ms per part and per step over
-``--iters`` steps after ``--warmup``, images/s (pairs × 2 directions), their ratio, and on a GPU the model
-FLOP utilisation from the analytic FLOPs of one step (G: 4 forwards + backward ≈ 3× forward; D and VGG
-counted the same way), scaled from the measured per-network forward FLOPs of torch's FLOP counter.
+Paths: **eager fp32** is the default module. On a GPU one optimized path: ``batch_d_calls`` (one D call per level
+on real + fake), bf16 autocast (``bf16-mixed``) and channels_last. On a CPU the fp32 paths ``batch_d_calls`` and
+``batch_d_calls`` + channels_last (the same math in NHWC memory: oneDNN's blocked kernels), and, where oneDNN runs
+bf16 natively (AVX512-BF16 / AMX; ``--cpu-bf16 auto``, the default), ``batch_d_calls`` + channels_last +
+``bf16-mixed``; on a CPU without it (e.g. AVX2-only AMD EPYC) bf16 would be emulated and slow, so auto skips it and
+says so (``--cpu-bf16 on`` times it anyway, ``off`` never). The paths run in alternating rounds (``--rounds`` fits of
+``--chunk`` batches, each fit's first batch dropped as warm-up), so load from other processes falls on all alike.
+Output: the CPU's model and units (or the GPU's name), median ms per part and per step, images/s (pairs × 2
+directions), each path's time ratio to eager per part and per step, in wall time and on a CPU also in this process's
+CPU time, the load average, and on a GPU the model FLOP utilisation from the analytic FLOPs of one step (G: 4
+forwards + backward ≈ 3× forward; D and VGG counted the same way), scaled from the measured per-network forward
+FLOPs of torch's FLOP counter.
 
 Defaults: on a GPU the paper's settings (512², batch 2, ngf 64, 4 downsamplings, 9 blocks, ndf 64, K = 2, VGG19
 to relu5_1); on a CPU a small setting (64², batch 4, ngf 16, 3 downsamplings, 3 blocks, ndf 16, VGG19 to
@@ -24,16 +31,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import statistics
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import PartTimer, Result, cpu_description, peak_tflops, print_comparison
+from experiments.bench_common import PartTimer, Result, peak_tflops, print_comparison
+from experiments.hardware import cpu_bf16_wanted, cpu_description
 from portrait_models.portraitgan.module import PortraitGAN
 
 PARTS = ("G passes", "G loss", "D loss")
@@ -68,11 +78,10 @@ class _SamePairs(Dataset):
         return self.items[index % len(self.items)]
 
 
-def build(args: argparse.Namespace, optimized: bool, steps: int = 1) -> PortraitGAN:
+def build(args: argparse.Namespace, **options: bool) -> PortraitGAN:
     return PortraitGAN(
         image_size=args.size, ngf=args.ngf, n_downsample=args.n_down, n_blocks=args.n_blocks, ndf=args.ndf,
-        texture_pretrained=False, texture_layers=args.vgg_layers, batch_d_calls=optimized,
-        channels_last=optimized and args.device == "cuda", decay_length=0,
+        texture_pretrained=False, texture_layers=args.vgg_layers, decay_length=0, **options,
     )  # fmt: skip
 
 
@@ -82,7 +91,7 @@ def step_flops(args: argparse.Namespace) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):  # shapes only: counting a 512² step costs no compute
-        model = build(args, optimized=False)
+        model = build(args)
         b, s, n = args.batch, args.size, model.hparams.num_modalities
         x, lm, code = torch.zeros(2 * b, 3, s, s), torch.zeros(2 * b, 1, s, s), torch.zeros(2 * b, n, s, s)
 
@@ -101,27 +110,69 @@ def step_flops(args: argparse.Namespace) -> float:
     return 3 * 2 * g + (3 * d + d) + (3 * vgg + vgg) + 2 * 2 * d
 
 
-def time_path(name: str, args: argparse.Namespace, *, optimized: bool, flops: float | None) -> Result:
-    cuda = args.device == "cuda"
-    pl.seed_everything(0, verbose=False)
-    steps = args.warmup + args.iters
-    model = build(args, optimized)
-    timer = PartTimer(PARTS, cuda)
-    for attribute, part in WRAPPED:
-        timer.wrap(model, attribute, part)
-    trainer = pl.Trainer(
-        accelerator="gpu" if cuda else "cpu", devices=1, precision="bf16-mixed" if optimized and cuda else "32-true",
-        max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
-    )  # fmt: skip
-    loader = DataLoader(_SamePairs(args.size, args.batch, steps, 4), batch_size=args.batch, shuffle=False)
-    trainer.fit(model, loader)
-    parts = {part: 1000 * statistics.median(timer.times[part][args.warmup :]) for part in (*PARTS, "rest")}
-    seconds = statistics.median(timer.times["step"][args.warmup :])
-    images_per_s = 2 * args.batch / seconds  # both directions of every pair
-    peak = peak_tflops()
-    mfu = flops / seconds / (peak * 1e12) if peak and flops else None
-    return Result(name, images_per_s, 1000 * seconds, parts, mfu)
+@dataclass(frozen=True)
+class PathSpec:
+    """One timed configuration: its label, the module's speed options and the Trainer precision."""
+
+    label: str
+    options: tuple[tuple[str, bool], ...] = ()
+    precision: str = "32-true"
+
+
+BATCHED = (("batch_d_calls", True),)
+CHANNELS_LAST = (("channels_last", True),)
+
+
+def paths_for(device: str, cpu_bf16: str = "auto") -> list[PathSpec]:
+    """Eager fp32 first (every ratio divides by it). On a GPU one optimized path (``batch_d_calls`` + bf16 +
+    channels_last); on a CPU the fp32 ones (``batch_d_calls``, then + channels_last) and, where ``--cpu-bf16``
+    wants it (auto: oneDNN has native bf16), ``batch_d_calls`` + channels_last + bf16-mixed."""
+    eager = PathSpec("eager fp32 (default)")
+    if device == "cuda":
+        return [eager, PathSpec("batch_d_calls + bf16 + channels_last", BATCHED + CHANNELS_LAST, "bf16-mixed")]
+    paths = [
+        eager,
+        PathSpec("batch_d_calls fp32", BATCHED),
+        PathSpec("batch_d_calls + channels_last fp32", BATCHED + CHANNELS_LAST),
+    ]
+    if cpu_bf16_wanted(cpu_bf16):
+        paths.append(PathSpec("batch_d_calls + channels_last + bf16", BATCHED + CHANNELS_LAST, "bf16-mixed"))
+    return paths
+
+
+class _Path:
+    """One model + part timer, trained a few batches per fit; ``result`` gives the medians of the kept batches
+    (each fit's first batch is warm-up)."""
+
+    def __init__(self, spec: PathSpec, args: argparse.Namespace, flops: float | None) -> None:
+        self.spec, self.args, self.flops = spec, args, flops
+        self.cuda = args.device == "cuda"
+        pl.seed_everything(0, verbose=False)
+        self.model = build(args, **dict(spec.options))
+        self.timer = PartTimer(PARTS, self.cuda)
+        for attribute, part in WRAPPED:
+            self.timer.wrap(self.model, attribute, part)
+        self.kept: list[int] = []
+
+    def run(self, batches: int) -> None:
+        first = len(self.timer.times["step"])
+        trainer = pl.Trainer(
+            accelerator="gpu" if self.cuda else "cpu", devices=1, precision=self.spec.precision,
+            max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=[self.timer], num_sanity_val_steps=0, limit_val_batches=0,
+        )  # fmt: skip
+        loader = DataLoader(_SamePairs(self.args.size, self.args.batch, batches, 4), batch_size=self.args.batch)
+        trainer.fit(self.model, loader)
+        self.kept += list(range(first + 1, len(self.timer.times["step"])))
+
+    def result(self, cpu: bool = False) -> Result:
+        """Medians of the kept batches in wall time, or in this process's CPU time (``cpu``)."""
+        times = self.timer.cpu_times if cpu else self.timer.times
+        parts = {p: 1000 * statistics.median(times[p][i] for i in self.kept) for p in (*PARTS, "rest")}
+        seconds = statistics.median(times["step"][i] for i in self.kept)
+        peak = peak_tflops()
+        mfu = self.flops / seconds / (peak * 1e12) if peak and self.flops and not cpu else None
+        return Result(self.spec.label, 2 * self.args.batch / seconds, 1000 * seconds, parts, mfu)  # 2 directions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,11 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-blocks", type=int, default=9 if cuda else 3)
     parser.add_argument("--ndf", type=int, default=64 if cuda else 16)
     parser.add_argument("--vgg-layers", type=int, default=5 if cuda else 1, help="VGG19 slices of the texture loss")
-    parser.add_argument("--iters", type=int, default=20 if cuda else 6)
-    parser.add_argument("--warmup", type=int, default=5 if cuda else 2)
+    parser.add_argument("--rounds", type=int, default=4 if cuda else 3, help="interleaved fits per path")
+    parser.add_argument("--chunk", type=int, default=5 if cuda else 2, help="timed batches per fit (after 1 warm-up)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: PyTorch's)")
+    parser.add_argument(
+        "--cpu-bf16", choices=("auto", "on", "off"), default="auto",
+        help="CPU: the bf16-mixed + channels_last path (auto: only where oneDNN has native bf16)",
+    )  # fmt: skip
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     args.device = "cuda" if cuda else "cpu"
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-fit banner
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if cuda:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -148,18 +207,35 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.n_blocks} blocks, ndf {args.ndf}, K 2, VGG19 x{args.vgg_layers}, {args.device}, "
         f"{torch.get_num_threads()} threads"
     )
-    print(f"bench-portraitgan: {what}" + (f" ({torch.cuda.get_device_name()})" if cuda else ""))
-    if not cuda:
-        print(f"  device: {cpu_description()}")
+    device = torch.cuda.get_device_name() if cuda else cpu_description()
+    print(f"bench-portraitgan: {what}")
+    print(f"  device: {device}")
+    specs = paths_for(args.device, args.cpu_bf16)
+    if not cuda and not cpu_bf16_wanted(args.cpu_bf16):
+        why = "off (--cpu-bf16 off)" if args.cpu_bf16 == "off" else "skipped: oneDNN bf16 is emulated on this CPU"
+        print(f"  bf16 path {why}; --cpu-bf16 on times it anyway")
     flops = step_flops(args)
-    base = time_path("eager fp32 (default)", args, optimized=False, flops=flops)
-    label = "batch_d_calls" + (" + bf16 + channels_last" if cuda else "")
-    fast = time_path(label, args, optimized=True, flops=flops)
-    print_comparison(base, fast, PARTS)
+    load_before = os.getloadavg()[0]
+    paths = [_Path(spec, args, flops) for spec in specs]
+    for _ in range(args.rounds):  # interleaved, so load from other processes falls on every path alike
+        for path in paths:
+            path.run(args.chunk + 1)
+    results = [p.result() for p in paths]
+    print_comparison(*results, parts=PARTS)
+    cpu_results = []
+    if not cuda:  # this process's CPU time: under load, inflated far less than wall time
+        cpu_results = [p.result(cpu=True) for p in paths]
+        print_comparison(*cpu_results, parts=PARTS, clock=f"CPU ({torch.get_num_threads()} threads summed)")
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (1-min, {os.cpu_count()} CPUs)"
+    print(f"  {args.rounds} interleaved rounds x {args.chunk} timed batches per path; {load}")
     print(f"  model FLOPs per step: {flops / 1e9:.1f} GFLOP (torch FLOP counter, backward = 2x forward)")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"setting": what, "results": [asdict(base), asdict(fast)]}, fh, indent=2)
+            report = {
+                "setting": what, "device": device, "load_1min": [load_before, os.getloadavg()[0]],
+                "results": [asdict(r) for r in results], "cpu_time_results": [asdict(r) for r in cpu_results],
+            }  # fmt: skip
+            json.dump(report, fh, indent=2)
     return 0
 
 
