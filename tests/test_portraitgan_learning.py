@@ -157,19 +157,45 @@ def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp
     """The paper's headline ablation (Table 1: SSIM 0.619 -> 0.655 with L_texture): η = 10 vs η = 0, same
     seed, data and budget; scored on test identities' stylized pairs (photo -> same face in another modality)
     by the Gram distance of the texture network both runs share (the seeded random VGG19) and SSIM (paper)."""
+    _texture_ablation(tmp_path, texture_calibrate=TEXTURE_CALIBRATE)
+
+
+@pytest.mark.xfail(strict=True, reason="not yet measured (2 Dec): the synthetic-trained VGG19 stand-in is new")
+def test_texture_loss_with_the_synthetic_trained_vgg19_lowers_gram_distance_and_raises_ssim(tmp_path):
+    """The same ablation with the texture network a VGG19 **trained on the synthetic world** (modality, emotion
+    and identity of people 40-99, disjoint from the 40 here; ``python -m experiments.texture_vgg``), the
+    stand-in for the ImageNet VGG19 that cannot be had here, loaded through ``model.texture_weights``.
+    ``PORTRAITGAN_TEXTURE_WEIGHTS=FILE`` uses a file built by that command; otherwise the test builds it.
+    The Gram distance is judged by that same network (the one the η = 10 run optimizes against), and also
+    printed for an independent judge (the unit-variance random VGG19), which is not asserted."""
+    from experiments.texture_vgg import train as train_texture_vgg
+
+    weights = os.environ.get("PORTRAITGAN_TEXTURE_WEIGHTS")
+    if not weights:
+        weights = str(tmp_path / "texture_vgg19_synthetic.pth")
+        train_texture_vgg(weights)
+    _texture_ablation(tmp_path / "world", texture_weights=weights)
+
+
+def _texture_ablation(root: Path, **texture) -> None:
+    """η = 10 vs η = 0 on the synthetic config's model (3 VGG slices, relu1_1..relu3_1), both with the texture
+    network ``texture`` (kwargs for PortraitGAN), judged by that network's Gram distance and SSIM (paper);
+    asserts both improve with η = 10."""
     from metrics.functional import ssim_skimage014_per_image, to_unit_range
     from portrait_models.portraitgan.networks import texture_network
 
-    write_rafd(tmp_path, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES)
+    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES)
     kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
-    train = EmotionPairs(tmp_path, "train", SIZE, False, **kw)
-    test = EmotionPairs(tmp_path, "test", SIZE, False, **kw)
-    judge = texture_network(pretrained=False, num_layers=3, seed=0, calibrate=TEXTURE_CALIBRATE)
+    train = EmotionPairs(root, "train", SIZE, False, **kw)
+    test = EmotionPairs(root, "test", SIZE, False, **kw)
+    judges = {"loss network": PortraitGAN(**{**_config_model(), "texture_layers": 3, **texture}).texture}
+    if "texture_weights" in texture:
+        judges["random VGG19 (calibrated)"] = texture_network(pretrained=False, num_layers=3, seed=0, calibrate=True)
     world = SyntheticFaceWorld(0, num_identities=100)
     scores = {}
     for eta in (0.0, 10.0):
-        model = _train(train, texture_layers=3, lambda_texture=eta, texture_calibrate=TEXTURE_CALIBRATE)
-        gram, ssim = [], []
+        model = _train(train, texture_layers=3, lambda_texture=eta, **texture)
+        gram, ssim = {name: [] for name in judges}, []
         for p in sorted({r.identity - 1 for r in test.items}):
             for emotion in (NEUTRAL, SURPRISED):
                 photo = world.render(p, emotion, 0, SIZE)
@@ -178,10 +204,12 @@ def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp
                     out = model.generate(_tensor(photo.image)[None], torch.from_numpy(photo.landmarks)[None],
                                          torch.tensor([m]))  # fmt: skip
                     with torch.no_grad():
-                        gram.append(float(judge(out, truth)))
+                        for name, judge in judges.items():
+                            gram[name].append(float(judge(out, truth)))
                     ssim.append(float(ssim_skimage014_per_image(to_unit_range(out), to_unit_range(truth))[0]))
-        scores[eta] = (np.mean(gram), np.mean(ssim))
-    print(f"\ntexture ablation: eta=0 Gram {scores[0.0][0]:.4g} SSIM {scores[0.0][1]:.3f}; "
-          f"eta=10 Gram {scores[10.0][0]:.4g} SSIM {scores[10.0][1]:.3f}")  # fmt: skip
-    assert scores[10.0][0] < scores[0.0][0]
+        scores[eta] = ({name: float(np.mean(v)) for name, v in gram.items()}, float(np.mean(ssim)))
+    for eta, (grams, ssim) in scores.items():
+        print(f"\ntexture ablation {texture}: eta={eta:g} SSIM {ssim:.4f} Gram "
+              + ", ".join(f"{name} {g:.5g}" for name, g in grams.items()))  # fmt: skip
+    assert scores[10.0][0]["loss network"] < scores[0.0][0]["loss network"]
     assert scores[10.0][1] > scores[0.0][1]

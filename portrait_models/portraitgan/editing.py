@@ -34,7 +34,9 @@ def load_portraitgan(checkpoint: str | Path, device: str = "cpu") -> PortraitGAN
     if not checkpoint.is_file():
         raise FileNotFoundError(f"checkpoint not found: {checkpoint}")
     try:
-        model = PortraitGAN.load_from_checkpoint(checkpoint, map_location=device, texture_pretrained=False)
+        model = PortraitGAN.load_from_checkpoint(
+            checkpoint, map_location=device, texture_pretrained=False, texture_weights=None
+        )
     except (KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"{checkpoint}: not a PortraitGAN checkpoint ({err})") from None
     return model.to(device).eval()

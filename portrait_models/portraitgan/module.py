@@ -71,6 +71,9 @@ class PortraitGAN(L.LightningModule):
         texture_seed: seed of the random VGG19 when not pretrained.
         texture_calibrate: rescale that random VGG19 to unit-variance conv outputs on seeded noise (LSUV-style,
             :func:`~portrait_models.portraitgan.networks.calibrate_random_vgg`); off by default.
+        texture_weights: a torchvision-format VGG19 state-dict file (``features.<i>.*``) for the texture
+            network, loaded like the ImageNet file but without its digest check, e.g. the synthetic-world
+            stand-in of ``python -m experiments.texture_vgg`` (None: ``texture_pretrained`` decides).
         d_update, d_condition_landmarks: research-code options (see the module docstring).
         include_point_35: draw the lower-nose polygon through point 35 (the author's code does not).
         lr, betas, decay_start, decay_length, schedule_unit: Adam and the linear-decay schedule.
@@ -112,6 +115,7 @@ class PortraitGAN(L.LightningModule):
         texture_layers: int = 5,
         texture_seed: int = 0,
         texture_calibrate: bool = False,
+        texture_weights: str | None = None,
         d_update: str = "both",
         d_condition_landmarks: bool = False,
         include_point_35: bool = False,
@@ -145,7 +149,11 @@ class PortraitGAN(L.LightningModule):
         self.discriminator = PortraitDiscriminator(4 if d_condition_landmarks else 3, ndf, n_layers_d, num_levels)
         self.texture = None
         if lambda_texture > 0:
-            self.texture = texture_network(texture_pretrained, texture_layers, texture_seed, texture_calibrate)
+            self.texture = texture_network(
+                texture_pretrained and texture_weights is None, texture_layers, texture_seed, texture_calibrate
+            )
+            if texture_weights is not None:  # the VGG inside the frozen wrapper, loaded in place
+                self.texture.vgg.module.load_torchvision_weights(texture_weights)
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         if channels_last:
