@@ -18,7 +18,11 @@ real again with the updated D for the generator's). The optimized paths set ``sh
 forwards; the generator meets D from before its update, as the released code, which runs three) and
 ``adam_fused``; on a CPU one more fp32 path adds ``channels_last`` (networks and inputs in channels-last
 memory: the same math, oneDNN's faster blocked kernels on AVX-512 CPUs), and on a GPU the one optimized path
-adds bf16 autocast and channels_last. Output per setting: the CPU's model name (or the GPU's), ms per part and
+adds bf16 autocast and channels_last. Output per setting: the CPU's model name (or the GPU's), each path's
+GFLOP per step and its ratio to the default's (one extra untimed batch per path under
+``torch.utils.flop_counter``: convolutions and matrix products, forward and backward; ``--no-flops`` skips it;
+the ratio is what a path's time ratio would be if every FLOP cost the same, so a path below it gains from
+kernel efficiency, not from less arithmetic), ms per part and
 per step (median), images/s, each path's time ratios to the default (in wall time, and on a CPU also in this
 process's CPU time, which load from other processes inflates far less at one thread), the load average, and
 on a GPU the model FLOP utilisation (MFU) from the analytic 1.76 TFLOP per image per step at 512²
@@ -48,6 +52,7 @@ from dataclasses import asdict, dataclass
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
 
 from experiments.bench_common import PartTimer, Result, cpu_description, cpu_has_bf16, peak_tflops
 from portrait_models.maskgan.module import MaskGAN
@@ -106,6 +111,24 @@ def paths_for(device: str, cpu_bf16: bool) -> list[PathSpec]:
     return paths
 
 
+class _FlopCount(pl.Callback):
+    """FLOPs of one training batch (forwards and backwards, as ``torch.utils.flop_counter`` counts convolutions
+    and matrix products; the optimizers' elementwise updates are not counted)."""
+
+    def __init__(self) -> None:
+        self.mode: FlopCounterMode | None = None
+        self.flops = 0
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+        self.mode = FlopCounterMode(display=False)
+        self.mode.__enter__()
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+        assert self.mode is not None
+        self.mode.__exit__(None, None, None)
+        self.flops = self.mode.get_total_flops()
+
+
 class _Path:
     """One model + part timer, trained a few batches at a time; ``result`` gives the medians of kept batches."""
 
@@ -124,17 +147,27 @@ class _Path:
         self.timer.wrap(self.model, "_generator_step", "G step")
         self.timer.wrap(self.model, "_shared_d_step", "D+G shared")
         self.kept: list[int] = []
+        self.gflop = 0.0
+
+    def count_flops(self) -> None:
+        """FLOPs of one untimed training batch of this path (``gflop``)."""
+        counter = _FlopCount()
+        self._fit(1, [counter])
+        self.gflop = counter.flops / 1e9
 
     def run(self, batches: int) -> None:
         first = len(self.timer.times["step"])
+        self._fit(batches, [self.timer])
+        self.kept += list(range(first + 1, len(self.timer.times["step"])))  # the fit's first batch is warm-up
+
+    def _fit(self, batches: int, callbacks: list[pl.Callback]) -> None:
         trainer = pl.Trainer(
             accelerator="gpu" if self.cuda else "cpu", devices=1,
             precision=self.precision, max_steps=-1, max_epochs=1,
             logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[self.timer], num_sanity_val_steps=0, limit_val_batches=0,
+            callbacks=callbacks, num_sanity_val_steps=0, limit_val_batches=0,
         )  # fmt: skip
         trainer.fit(self.model, DataLoader(_SameBatch(self.size, self.batch, batches), batch_size=self.batch))
-        self.kept += list(range(first + 1, len(self.timer.times["step"])))  # the fit's first batch is warm-up
 
     def result(self, cpu: bool = False) -> Result:
         """Medians of the kept batches, in wall time (default) or this process's CPU time (``cpu``)."""
@@ -171,6 +204,17 @@ def print_table(base: Result, *faster: Result, clock: str = "wall") -> None:
               f"   speed-up {fast.images_per_s / base.images_per_s:.2f}x")  # fmt: skip
 
 
+def print_flops(paths: list[_Path]) -> None:
+    """Count one batch's FLOPs per path and print them with their ratio to the default's: the share of the
+    default's arithmetic a path still does, i.e. the time ratio it would reach if every FLOP cost the same."""
+    for path in paths:
+        path.count_flops()
+    base = paths[0].gflop
+    print("  GFLOP per step (convolutions and matrix products, forward + backward; ratio to the default):")
+    for path in paths:
+        print(f"    {path.name:<60} {path.gflop:8.2f}   {path.gflop / base:5.2f}")
+
+
 def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> dict:
     what = (
         f"DMN step, {size}², batch {batch}, ngf {ngf}, ndf {args.ndf}, VGG19 x{args.vgg_layers}, {args.device}, "
@@ -179,6 +223,8 @@ def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> 
     load_before = os.getloadavg()[0]
     print(f"bench-maskgan: {what}, {torch.cuda.get_device_name() if args.device == 'cuda' else cpu_description()}")
     paths = [_Path(spec, args, size, batch, ngf) for spec in paths_for(args.device, args.cpu_bf16)]
+    if args.flops:
+        print_flops(paths)
     for _ in range(args.rounds):
         for path in paths:
             path.run(args.chunk + 1)
@@ -194,6 +240,7 @@ def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> 
         "setting": what, "device": torch.cuda.get_device_name() if args.device == "cuda" else cpu_description(),
         "load_1min": [load_before, os.getloadavg()[0]], "results": [asdict(r) for r in results],
         "cpu_time_results": [asdict(r) for r in cpu_results],
+        "gflop_per_step": {p.name: p.gflop for p in paths} if args.flops else {},
     }  # fmt: skip
 
 
@@ -213,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         dest="cpu_bf16",
         action="store_false",
         help="CPU: leave out the bf16 mixed-precision path (added where oneDNN has native bf16)",
+    )
+    parser.add_argument(
+        "--no-flops", dest="flops", action="store_false", help="leave out the per-path FLOP count (one batch each)"
     )
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)

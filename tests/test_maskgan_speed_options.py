@@ -209,3 +209,27 @@ def test_channels_last_checkpoint_round_trips_and_resumes_in_either_layout(tmp_p
     # measured: 3e-4 (the second batch's gradients in the two layouts); 1.17 with the moments left in the
     # checkpoint's strides (the fused kernel pairing a moment with another element's gradient)
     assert relative_error(flat(plain_moments), flat(cl_moments)) < 1e-2
+
+
+@pytest.mark.slow  # two one-batch Lightning fits: ~1 min on a loaded 2-core machine
+def test_bench_flop_count_shows_what_shared_d_forward_saves():
+    """``make bench-maskgan``'s FLOP column: shared_d_forward saves exactly the generator step's two D forwards
+    (on the generated and the real batch) and nothing else; every other FLOP of the step stays."""
+    import argparse
+
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from experiments.bench_maskgan import FAST as fast_options
+    from experiments.bench_maskgan import PathSpec, _Path
+
+    args = argparse.Namespace(device="cpu", ndf=4, vgg_layers=1)
+    default, fast = (
+        _Path(PathSpec(name, options), args, 32, 2, 4) for name, options in (("d", ()), ("f", fast_options))
+    )
+    for path in (default, fast):
+        path.count_flops()
+    images, labels = batch()
+    with FlopCounterMode(display=False) as counter:
+        default.model.discriminator(label_to_onehot(labels, 19).float(), images)
+    assert fast.gflop < default.gflop
+    assert (default.gflop - fast.gflop) * 1e9 == pytest.approx(2 * counter.get_total_flops(), rel=1e-9)
