@@ -221,22 +221,37 @@ def test_dmn_reconstruction_beats_the_mean_face_and_grey(trained):
     assert n["l1"] < 0.8 * min(n["mean_face_l1"], n["grey_l1"]), n
 
 
-# Known failure, kept strict so it turns red the day it passes: measured (one thread, fixed seeds) the judge
-# parser finds the target mask in the generated faces on 0.831 of the pixels, in the real faces on 0.853, and
-# the per-pixel majority mask agrees on 0.823: the outputs beat the majority mask by 0.008, not the 0.03 asked
-# (AMD EPYC); on the Intel Xeon with AMX (2 Dec) 0.825 / 0.854 / 0.823, by 0.002.
-PARSER_GAP = "the 800-batch ngf-8 DMN's outputs parse only 0.008 better than the majority mask (0.831 vs 0.823)"
+# Why the session judge cannot show it: that parser (250 batches, tests/conftest.py) finds the true mask in the
+# *real* held-out faces on only 0.853 of the pixels against the majority mask's 0.823 (AMD EPYC; 0.854 / 0.823 on
+# the Intel Xeon), so generated faces could beat the majority mask by 0.03 only by parsing better than real ones;
+# with it the 800-batch DMN's outputs measured 0.831 (AMD) and 0.825 (Xeon), +0.008 and +0.002. The margin is
+# asked of a judge that can see it: the demo's judge (portrait_models.maskgan.demo, 800 batches of 16 on 256
+# training faces, no global RNG), whose own lead over the majority mask on the real faces is asserted first.
+# Measured with it (AMD EPYC, one thread, loaded, 2 Dec): generated 0.908, real 0.948, majority 0.823 (+0.085).
+JUDGE_STEPS = 800
+
+
+@pytest.fixture(scope="module")
+def strong_judge():
+    from portrait_models.maskgan.demo import train_judge_parser
+
+    images, labels = synthetic_tensors(0, 256, 64)
+    return train_judge_parser(images, labels, JUDGE_STEPS), labels
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=PARSER_GAP)
-def test_dmn_output_parses_as_its_mask_better_than_the_majority_mask(trained):
-    model, parser, (train_images, train_labels), (images, labels), after = trained
-    n = _baselines(train_labels, train_images, images, labels, parser, after)
+def test_dmn_output_parses_as_its_mask_better_than_the_majority_mask(trained, strong_judge):
+    model, _, (train_images, train_labels), (images, labels), after = trained
+    judge, judge_labels = strong_judge
+    n = _baselines(train_labels, train_images, images, labels, judge, after)
+    judge_majority = (majority_mask(judge_labels) == labels).float().mean().item()
     print(
-        f"the parser finds the target mask in generated faces {n['agreement']:.3f}, in real ones "
-        f"{n['real_agreement']:.3f}, majority mask {n['majority_agreement']:.3f}"
+        f"the {JUDGE_STEPS}-batch judge finds the target mask in generated faces {n['agreement']:.3f}, in real ones "
+        f"{n['real_agreement']:.3f}; majority mask {n['majority_agreement']:.3f} (of the judge's faces "
+        f"{judge_majority:.3f})"
     )
+    # the judge itself: on the real held-out faces well above the majority mask, or the margin below is unseeable
+    assert n["real_agreement"] > max(n["majority_agreement"], judge_majority) + 0.05, n
     assert n["agreement"] > n["majority_agreement"] + 0.03, n
 
 
