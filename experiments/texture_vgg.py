@@ -19,7 +19,7 @@ Output: a torchvision-format state dict (``features.<i>.weight`` / ``.bias``, th
 (:meth:`~portrait_models.losses.perceptual.VGG19Features.load_torchvision_weights`): pass it as
 ``model.texture_weights=PATH``. Command::
 
-    python -m experiments.texture_vgg runs/texture_vgg19_synthetic.pth   # ~20 min at load 5, one thread
+    python -m experiments.texture_vgg runs/texture_vgg19_synthetic.pth   # ~17 min at load 5, one thread
 
 It is a stand-in, not ImageNet VGG19: it knows only this world's textures.
 """

@@ -217,7 +217,13 @@ def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp
     _texture_ablation(tmp_path, texture_calibrate=TEXTURE_CALIBRATE)
 
 
-@pytest.mark.xfail(strict=True, reason="not yet measured (2 Dec): the synthetic-trained VGG19 stand-in is new")
+@pytest.mark.xfail(
+    strict=True,
+    reason="measured 2 Dec at 600 batches each (AMD EPYC, one thread, load ~4, 29 min 43 s; stand-in from "
+    "`python -m experiments.texture_vgg`, held-out modality accuracy 0.94): eta=10 lowers the Gram distance (loss "
+    "network 0.1111 vs 0.1333, -17 %; independent calibrated random VGG19 0.01188 vs 0.01327, -10 %) but SSIM "
+    "(paper) falls, 0.549 vs 0.585; eta*Gram of photo vs stylized target is ~5.0 vs gamma*L1 ~1.5 (relu3_1 ~80 %)",
+)
 def test_texture_loss_with_the_synthetic_trained_vgg19_lowers_gram_distance_and_raises_ssim(tmp_path):
     """The same ablation with the texture network a VGG19 **trained on the synthetic world** (modality, emotion
     and identity of people 40-99, disjoint from the 40 here; ``python -m experiments.texture_vgg``), the
