@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from experiments.callbacks import AtomicCheckpointIO
 from portrait_models.losses.perceptual import VGG19_RELU_X_1, ImageNetNormalize, VGG19Features
 
 
@@ -117,9 +118,8 @@ def train(
     model.eval()
     with torch.no_grad():
         held = [float((z.argmax(1) == held_y[:, k]).float().mean()) for k, z in enumerate(model(held_x))]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({f"features.{k}": v for k, v in model.vgg.features.state_dict().items()}, out)
+    out = Path(out)  # written as the runner's checkpoints are: a killed process never leaves half a file
+    AtomicCheckpointIO().save_checkpoint({f"features.{k}": v for k, v in model.vgg.features.state_dict().items()}, out)
     recent = np.mean(hits[-100:], 0)
     report = {f"train_{t}": float(a) for t, a in zip(("modality", "emotion", "identity"), recent, strict=True)}
     report |= {f"held_{t}": a for t, a in zip(("modality", "emotion", "identity"), held, strict=True)}
