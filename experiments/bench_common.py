@@ -1,8 +1,10 @@
 """Pieces every training-step benchmark (``experiments/bench_<paper>.py``) shares: per-part wall times read by
-wrapping a module's own helpers, the GPU's peak bf16 rate for MFU, and the side-by-side table."""
+wrapping a module's own helpers, a timed path (one configuration of a module trained a few batches per Lightning
+fit, interleaved with the others), the GPU's peak bf16 rate for MFU, and the side-by-side table."""
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -11,6 +13,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader
 
 from experiments.hardware import cpu_bf16_wanted, cpu_description, cpu_has_bf16  # noqa: F401 (re-exported)
 
@@ -81,6 +84,71 @@ class PartTimer(pl.Callback):
                 times[part].append(self._inside[part][clock])
             times["rest"].append(total - sum(self._inside[p][clock] for p in self.parts))
             times["step"].append(total)
+
+
+@dataclass(frozen=True)
+class PathSpec:
+    """One timed configuration: its label, the module's speed options and the Trainer precision."""
+
+    label: str
+    options: tuple[tuple[str, bool], ...] = ()
+    precision: str = "32-true"
+
+
+class TimedPath:
+    """One path of a benchmark: ``model`` (built for ``spec``'s options) with a :class:`PartTimer` around the
+    helpers named in ``wrapped`` (``(owner, attribute, part)``), trained on ``loader(batches)`` a few batches per
+    Lightning fit. :func:`run_interleaved` alternates the fits of all paths, so load from other processes falls
+    on every path alike; each fit's first batch is warm-up and left out of the medians (``kept``)."""
+
+    def __init__(
+        self,
+        spec: PathSpec,
+        model: pl.LightningModule,
+        parts: Sequence[str],
+        wrapped: Sequence[tuple[Any, str, str]],
+        loader: Callable[[int], DataLoader],
+        cuda: bool,
+    ) -> None:
+        self.spec, self.model, self.loader, self.cuda = spec, model, loader, cuda
+        self.timer = PartTimer(parts, cuda)
+        for owner, attribute, part in wrapped:
+            self.timer.wrap(owner, attribute, part)
+        self.kept: list[int] = []
+
+    @property
+    def name(self) -> str:
+        return self.spec.label
+
+    def fit(self, batches: int, callbacks: list[pl.Callback]) -> None:
+        trainer = pl.Trainer(
+            accelerator="gpu" if self.cuda else "cpu", devices=1, precision=self.spec.precision,
+            max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, callbacks=callbacks, num_sanity_val_steps=0, limit_val_batches=0,
+        )  # fmt: skip
+        trainer.fit(self.model, self.loader(batches))
+
+    def run(self, batches: int) -> None:
+        """One timed fit of ``batches`` batches; all but its first count."""
+        first = len(self.timer.times["step"])
+        self.fit(batches, [self.timer])
+        self.kept += list(range(first + 1, len(self.timer.times["step"])))
+
+    def times(self, cpu: bool = False) -> dict[str, list[float]]:
+        """Seconds per batch per part (and ``rest``, ``step``): wall, or this process's CPU time (``cpu``)."""
+        return self.timer.cpu_times if cpu else self.timer.times
+
+    def median_ms(self, key: str, cpu: bool = False) -> float:
+        """Median over the kept batches of one part (or ``step``), in ms."""
+        values = self.times(cpu)[key]
+        return 1000 * statistics.median(values[i] for i in self.kept)
+
+
+def run_interleaved(paths: Sequence[TimedPath], rounds: int, chunk: int) -> None:
+    """``rounds`` rounds, each one fit of ``chunk`` timed batches (after one warm-up) per path in turn."""
+    for _ in range(rounds):
+        for path in paths:
+            path.run(chunk + 1)
 
 
 def print_comparison(base: Result, *faster: Result, parts: Sequence[str], clock: str = "wall") -> None:

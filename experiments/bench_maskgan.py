@@ -47,14 +47,22 @@ import json
 import logging
 import os
 import statistics
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from experiments.bench_common import PartTimer, Result, cpu_description, cpu_has_bf16, peak_tflops
+from experiments.bench_common import (
+    PathSpec,
+    Result,
+    TimedPath,
+    cpu_description,
+    cpu_has_bf16,
+    peak_tflops,
+    run_interleaved,
+)
 from portrait_models.maskgan.module import MaskGAN
 
 TFLOP_PER_IMAGE_512 = 1.76
@@ -76,15 +84,6 @@ class _SameBatch(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         k = index % len(self.images)
         return {"image": self.images[k], "label": self.labels[k]}
-
-
-@dataclass(frozen=True)
-class PathSpec:
-    """One timed configuration: its label, the module's speed options and the Trainer precision."""
-
-    label: str
-    options: tuple[tuple[str, bool], ...] = ()
-    precision: str = "32-true"
 
 
 FAST = (("shared_d_forward", True), ("adam_fused", True))
@@ -129,57 +128,41 @@ class _FlopCount(pl.Callback):
         self.flops = self.mode.get_total_flops()
 
 
-class _Path:
-    """One model + part timer, trained a few batches at a time; ``result`` gives the medians of kept batches."""
+class _Path(TimedPath):
+    """The MaskGAN DMN phase under one path's options, timed per part; ``result`` gives the kept medians."""
 
     def __init__(self, spec: PathSpec, args: argparse.Namespace, size: int, batch: int, ngf: int) -> None:
-        self.name, self.args, self.size, self.batch = spec.label, args, size, batch
-        self.cuda = args.device == "cuda"
-        self.precision = spec.precision
+        self.batch, self.size = batch, size
         pl.seed_everything(0, verbose=False)
-        self.model = MaskGAN(
+        model = MaskGAN(
             image_size=size, ngf=ngf, ndf=args.ndf, ebst=False, dmn_steps=10**6, vgg_pretrained=False,
             vgg_layers=args.vgg_layers, lr_decay=False, **dict(spec.options),
         )  # fmt: skip
-        self.timer = PartTimer(PARTS, self.cuda)
-        self.timer.wrap(self.model.dmn, "forward", "G forward")  # training calls only (the EMA copy is separate)
-        self.timer.wrap(self.model, "_discriminator_step", "D step")
-        self.timer.wrap(self.model, "_generator_step", "G step")
-        self.timer.wrap(self.model, "_shared_d_step", "D+G shared")
-        self.kept: list[int] = []
+        wrapped = (
+            (model.dmn, "forward", "G forward"),  # training calls only (the EMA copy is separate)
+            (model, "_discriminator_step", "D step"),
+            (model, "_generator_step", "G step"),
+            (model, "_shared_d_step", "D+G shared"),
+        )
+        super().__init__(spec, model, PARTS, wrapped, self._loader, args.device == "cuda")
         self.gflop = 0.0
+
+    def _loader(self, batches: int) -> DataLoader:
+        return DataLoader(_SameBatch(self.size, self.batch, batches), batch_size=self.batch)
 
     def count_flops(self) -> None:
         """FLOPs of one untimed training batch of this path (``gflop``)."""
         counter = _FlopCount()
-        self._fit(1, [counter])
+        self.fit(1, [counter])
         self.gflop = counter.flops / 1e9
-
-    def run(self, batches: int) -> None:
-        first = len(self.timer.times["step"])
-        self._fit(batches, [self.timer])
-        self.kept += list(range(first + 1, len(self.timer.times["step"])))  # the fit's first batch is warm-up
-
-    def _fit(self, batches: int, callbacks: list[pl.Callback]) -> None:
-        trainer = pl.Trainer(
-            accelerator="gpu" if self.cuda else "cpu", devices=1,
-            precision=self.precision, max_steps=-1, max_epochs=1,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=callbacks, num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
-        trainer.fit(self.model, DataLoader(_SameBatch(self.size, self.batch, batches), batch_size=self.batch))
 
     def result(self, cpu: bool = False) -> Result:
         """Medians of the kept batches, in wall time (default) or this process's CPU time (``cpu``)."""
-        times = self.timer.cpu_times if cpu else self.timer.times
-
-        def median_ms(key: str) -> float:
-            return 1000 * statistics.median(times[key][i] for i in self.kept)
-
-        parts = {p: median_ms(p) for p in (*PARTS, "rest")}
+        times = self.times(cpu)
+        parts = {p: self.median_ms(p, cpu) for p in (*PARTS, "rest")}
         d_and_g = [times[p] for p in ("D step", "G step", "D+G shared")]
         parts["D+G"] = 1000 * statistics.median(sum(t[i] for t in d_and_g) for i in self.kept)
-        seconds = statistics.median(times["step"][i] for i in self.kept)
+        seconds = self.median_ms("step", cpu) / 1000
         images_per_s = self.batch / seconds
         peak = peak_tflops()
         mfu = images_per_s * TFLOP_PER_IMAGE_512 * (self.size / 512) ** 2 / peak if peak else None
@@ -225,9 +208,7 @@ def bench_setting(args: argparse.Namespace, size: int, batch: int, ngf: int) -> 
     paths = [_Path(spec, args, size, batch, ngf) for spec in paths_for(args.device, args.cpu_bf16)]
     if args.flops:
         print_flops(paths)
-    for _ in range(args.rounds):
-        for path in paths:
-            path.run(args.chunk + 1)
+    run_interleaved(paths, args.rounds, args.chunk)
     results = [p.result() for p in paths]
     print_table(*results)
     cpu_results = []

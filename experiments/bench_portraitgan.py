@@ -33,16 +33,15 @@ import argparse
 import json
 import logging
 import os
-import statistics
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from experiments.bench_common import PartTimer, Result, peak_tflops, print_comparison
+from experiments.bench_common import PathSpec, Result, TimedPath, peak_tflops, print_comparison, run_interleaved
 from experiments.hardware import cpu_bf16_wanted, cpu_description
 from portrait_models.portraitgan.module import PortraitGAN
 
@@ -110,15 +109,6 @@ def step_flops(args: argparse.Namespace) -> float:
     return 3 * 2 * g + (3 * d + d) + (3 * vgg + vgg) + 2 * 2 * d
 
 
-@dataclass(frozen=True)
-class PathSpec:
-    """One timed configuration: its label, the module's speed options and the Trainer precision."""
-
-    label: str
-    options: tuple[tuple[str, bool], ...] = ()
-    precision: str = "32-true"
-
-
 BATCHED = (("batch_d_calls", True),)
 CHANNELS_LAST = (("channels_last", True),)
 
@@ -140,36 +130,23 @@ def paths_for(device: str, cpu_bf16: str = "auto") -> list[PathSpec]:
     return paths
 
 
-class _Path:
-    """One model + part timer, trained a few batches per fit; ``result`` gives the medians of the kept batches
-    (each fit's first batch is warm-up)."""
+class _Path(TimedPath):
+    """PortraitGAN under one path's options, timed per part; ``result`` gives the medians of the kept batches."""
 
     def __init__(self, spec: PathSpec, args: argparse.Namespace, flops: float | None) -> None:
-        self.spec, self.args, self.flops = spec, args, flops
-        self.cuda = args.device == "cuda"
+        self.args, self.flops = args, flops
         pl.seed_everything(0, verbose=False)
-        self.model = build(args, **dict(spec.options))
-        self.timer = PartTimer(PARTS, self.cuda)
-        for attribute, part in WRAPPED:
-            self.timer.wrap(self.model, attribute, part)
-        self.kept: list[int] = []
+        model = build(args, **dict(spec.options))
+        wrapped = [(model, attribute, part) for attribute, part in WRAPPED]
+        super().__init__(spec, model, PARTS, wrapped, self._loader, args.device == "cuda")
 
-    def run(self, batches: int) -> None:
-        first = len(self.timer.times["step"])
-        trainer = pl.Trainer(
-            accelerator="gpu" if self.cuda else "cpu", devices=1, precision=self.spec.precision,
-            max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-            enable_model_summary=False, callbacks=[self.timer], num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
-        loader = DataLoader(_SamePairs(self.args.size, self.args.batch, batches, 4), batch_size=self.args.batch)
-        trainer.fit(self.model, loader)
-        self.kept += list(range(first + 1, len(self.timer.times["step"])))
+    def _loader(self, batches: int) -> DataLoader:
+        return DataLoader(_SamePairs(self.args.size, self.args.batch, batches, 4), batch_size=self.args.batch)
 
     def result(self, cpu: bool = False) -> Result:
         """Medians of the kept batches in wall time, or in this process's CPU time (``cpu``)."""
-        times = self.timer.cpu_times if cpu else self.timer.times
-        parts = {p: 1000 * statistics.median(times[p][i] for i in self.kept) for p in (*PARTS, "rest")}
-        seconds = statistics.median(times["step"][i] for i in self.kept)
+        parts = {p: self.median_ms(p, cpu) for p in (*PARTS, "rest")}
+        seconds = self.median_ms("step", cpu) / 1000
         peak = peak_tflops()
         mfu = self.flops / seconds / (peak * 1e12) if peak and self.flops and not cpu else None
         return Result(self.spec.label, 2 * self.args.batch / seconds, 1000 * seconds, parts, mfu)  # 2 directions
@@ -217,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     flops = step_flops(args)
     load_before = os.getloadavg()[0]
     paths = [_Path(spec, args, flops) for spec in specs]
-    for _ in range(args.rounds):  # interleaved, so load from other processes falls on every path alike
-        for path in paths:
-            path.run(args.chunk + 1)
+    run_interleaved(paths, args.rounds, args.chunk)  # so load from other processes falls on every path alike
     results = [p.result() for p in paths]
     print_comparison(*results, parts=PARTS)
     cpu_results = []
