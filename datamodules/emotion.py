@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -520,6 +520,20 @@ class EmotionLandmarks(FaceDataset):
         return self.load_record(self.items[index])
 
 
+def check_partner_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
+    """``weights`` as a plain dict of RaFD emotion name -> weight > 0 (empty for None), or a ValueError."""
+    if not weights:
+        return {}
+    unknown = sorted(set(weights) - set(EMOTION_INDEX))
+    if unknown:
+        raise ValueError(f"partner_weights names unknown emotions {unknown}; RaFD's are {list(RAFD_EMOTIONS)}")
+    checked = {str(k): float(v) for k, v in weights.items()}
+    bad = {k: v for k, v in checked.items() if not np.isfinite(v) or v <= 0}
+    if bad:
+        raise ValueError(f"partner_weights must be finite and > 0, got {bad}")
+    return checked
+
+
 class EmotionPairs(EmotionLandmarks):
     """Pairs of photos of the same identity, as PortraitGAN trains on (I_A, L_A) -> (I_B, L_B).
 
@@ -533,14 +547,24 @@ class EmotionPairs(EmotionLandmarks):
     (PortraitGAN's rule: "a tuple of four images randomly chosen from possible modalities of the same
     identity"): any photo of the identity in the split, the item itself included (a pure modality-transfer
     pair). With several ``modalities`` both sides' modalities are drawn uniformly and independently.
-    Draws are random on ``train`` and fixed (seeded by ``seed`` and ``i``) on other splits. Other arguments
-    as :class:`EmotionLandmarks`.
+    Draws are random on ``train`` and fixed (seeded by ``seed`` and ``i``) on other splits.
+    ``partner_weights`` (train only; e.g. ``{"surprised": 4}``): a candidate partner is drawn with probability
+    proportional to the weight of its emotion (emotions not named weigh 1; weights > 0), so a stated share of
+    the pairs has a partner with that emotion; val/test pairs keep the plain rule. Other arguments as
+    :class:`EmotionLandmarks`.
     """
 
-    def __init__(self, *args: Any, partner: Partner = "other_emotion", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        partner: Partner = "other_emotion",
+        partner_weights: Mapping[str, float] | None = None,
+        **kwargs: Any,
+    ) -> None:
         if partner not in ("other_emotion", "uniform"):
             raise ValueError(f"partner must be 'other_emotion' or 'uniform', got {partner!r}")
         self.partner = partner
+        self.partner_weights = check_partner_weights(partner_weights)
         super().__init__(*args, **kwargs)
         self.random_pairs = self.split == "train"
         by_identity: dict[int, list[EmotionRecord]] = defaultdict(list)
@@ -549,6 +573,11 @@ class EmotionPairs(EmotionLandmarks):
         pairs = [(r, self._partners(r, by_identity[r.identity])) for r in self.items]
         self._set_items([r for r, c in pairs if c], "photos with a partner of the same identity")
         self.partners = [c for _, c in pairs if c]
+        self.partner_probabilities: list[torch.Tensor] | None = None
+        if self.partner_weights and self.random_pairs:
+            weight = [self.partner_weights.get(name, 1.0) for name in RAFD_EMOTIONS]
+            self.partner_probabilities = [torch.tensor([weight[r.emotion] for r in c], dtype=torch.float64)
+                                          for c in self.partners]  # fmt: skip
 
     def _partners(self, record: EmotionRecord, same_identity: list[EmotionRecord]) -> list[EmotionRecord]:
         if self.partner == "uniform":
@@ -564,6 +593,8 @@ class EmotionPairs(EmotionLandmarks):
         candidates, n = len(self.partners[index]), self.num_modalities
         if self.random_pairs:
             choice, m_a, m_b = (int(torch.randint(k, ())) for k in (candidates, n, n))
+            if self.partner_probabilities is not None:
+                choice = int(torch.multinomial(self.partner_probabilities[index], 1))
         else:
             rng = np.random.default_rng([self.seed, index])
             choice = int(rng.integers(candidates))
@@ -592,10 +623,13 @@ class EmotionLandmarksDataModule(FaceDataModule):
     The synthetic default writes ``max(2, synthetic_images // 8)`` identities with the 8 RaFD emotions each
     (frontal camera and gaze, ``.pts`` landmarks).
 
-    Args (beyond :class:`~datamodules.base.FaceDataModule`'s): ``paired``, ``partner`` (:class:`EmotionPairs`)
+    Args (beyond :class:`~datamodules.base.FaceDataModule`'s): ``paired``, ``partner``, ``partner_weights``
+    (:class:`EmotionPairs`)
     and the :class:`EmotionLandmarks` options ``layout``, ``landmarks``, ``angles``, ``test_fraction``,
     ``val_fraction``, ``split_by``, ``modalities``, ``crop``. The synthetic default writes every listed modality
     (names from ``datamodules.synthetic.MODALITIES``) in the ``modalities/<name>/`` layout.
+    ``synthetic_open_mouths`` (synthetic world only): write it with the wider lip gaps of
+    ``SyntheticFaceWorld(open_mouths=True)``; its own cache folder ends in ``-open-mouths``.
     """
 
     synthetic_layout = "rafd"
@@ -620,8 +654,17 @@ class EmotionLandmarksDataModule(FaceDataModule):
         modalities: Sequence[str] | None = None,
         partner: Partner = "other_emotion",
         crop: Crop = "none",
+        synthetic_open_mouths: bool = False,
+        partner_weights: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(root, image_size, batch_size, num_workers, augment, photometric, synthetic_images, seed)
+        if synthetic_open_mouths and root is not None:
+            raise ValueError(
+                "synthetic_open_mouths=true changes the synthetic world (root=None); it does nothing on real "
+                f"photos under {root}"
+            )
+        self.synthetic_open_mouths = bool(synthetic_open_mouths)
+        self.partner_weights = check_partner_weights(partner_weights)
         self.crop: Crop = crop
         self.split_by: SplitBy = split_by
         self.modalities = None if modalities is None else tuple(str(m) for m in modalities)
@@ -634,7 +677,9 @@ class EmotionLandmarksDataModule(FaceDataModule):
         self.val_fraction = val_fraction
 
     def make_dataset(self, split: str, augment: bool) -> EmotionLandmarks:
-        extra: dict[str, Any] = {"partner": self.partner} if self.paired else {}
+        extra: dict[str, Any] = (
+            {"partner": self.partner, "partner_weights": self.partner_weights} if self.paired else {}
+        )
         cls = EmotionPairs if self.paired else EmotionLandmarks
         return cls(
             self.data_root,
@@ -655,9 +700,10 @@ class EmotionLandmarksDataModule(FaceDataModule):
         )
 
     def synthetic_size_tag(self) -> str:
-        """``s<size>``, plus the modality names when more than the photos are written (own cache folder)."""
+        """``s<size>``, plus the modality names when more than the photos are written and ``open-mouths`` with
+        ``synthetic_open_mouths`` (each its own cache folder)."""
         extra = self.modalities[1:] if self.modalities else ()
-        return "-".join([str(self.image_size), *extra])
+        return "-".join([str(self.image_size), *extra, *(["open-mouths"] if self.synthetic_open_mouths else [])])
 
     def write_synthetic(self, directory: Path) -> None:
         from datamodules.synthetic import write_rafd
@@ -668,6 +714,7 @@ class EmotionLandmarksDataModule(FaceDataModule):
             seed=self.seed,
             image_size=self.image_size,
             modalities=self.modalities or ("photo",),
+            open_mouths=self.synthetic_open_mouths,
         )
 
 

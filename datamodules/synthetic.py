@@ -190,6 +190,15 @@ _EXPRESSIONS: dict[str, _Expression] = {
                              mouth_width=0.7, round_mouth=True),
 }  # fmt: skip
 _OPEN_SMILE_GAP = 0.07
+#: ``SyntheticFaceWorld(open_mouths=True)``: the mouth-opening expressions with lip gaps that stay visible at 64²
+#: (there the standard surprised mouth is 6-10 pixels of the "mouth" class, fearful's 0-6 and the open smile's
+#: 0-2; with these about 21, 12 and 8). Only the lips and the opening change; everything else is the standard
+#: world's. PortraitGAN's synthetic config uses it (RaFD's open mouths are tens of pixels even at 64²).
+_OPEN_MOUTH_EXPRESSIONS: dict[str, _Expression] = {
+    "surprised": dataclasses.replace(_EXPRESSIONS["surprised"], mouth_open=0.35, mouth_width=0.8),
+    "fearful": dataclasses.replace(_EXPRESSIONS["fearful"], mouth_open=0.2),
+}
+_OPEN_MOUTH_SMILE_GAP = 0.16
 _MOUTH_OPEN_THRESHOLD = 0.02  # a lip gap above this draws the "mouth" class and sets Mouth_Slightly_Open
 _NARROW_EYES_THRESHOLD = 0.72
 
@@ -705,11 +714,12 @@ def _add_brows(b: _Builder, t: IdentityTraits, expr: _Expression) -> None:
             b.landmarks[22:27] = pts[::-1]
 
 
-def _add_mouth(b: _Builder, t: IdentityTraits, expr: _Expression) -> float:
-    """Lips, the opening ("mouth") with teeth, landmarks 48-67 and moustache; returns the lip gap."""
+def _add_mouth(b: _Builder, t: IdentityTraits, expr: _Expression, smile_gap: float = _OPEN_SMILE_GAP) -> float:
+    """Lips, the opening ("mouth") with teeth, landmarks 48-67 and moustache; returns the lip gap
+    (``smile_gap``: the extra gap of an open smile)."""
     my = _mouth_y(t)
     mw = 0.32 * t.mouth_width * expr.mouth_width
-    gap = expr.mouth_open + (_OPEN_SMILE_GAP if expr.mouth_curve > 0.05 and t.open_smile else 0.0)
+    gap = expr.mouth_open + (smile_gap if expr.mouth_curve > 0.05 and t.open_smile else 0.0)
     mwi = 0.8 * mw
     lip = 1.3 if t.big_lips else 1.0
     x = np.linspace(-mw, mw, 31)
@@ -756,11 +766,11 @@ def _add_mouth(b: _Builder, t: IdentityTraits, expr: _Expression) -> float:
     return gap
 
 
-def _expression_geometry(t: IdentityTraits, expr: _Expression) -> _Geometry:
+def _expression_geometry(t: IdentityTraits, expr: _Expression, smile_gap: float = _OPEN_SMILE_GAP) -> _Geometry:
     b = _Builder()
     eye_open = _add_eyes(b, t, expr)
     _add_brows(b, t, expr)
-    gap = _add_mouth(b, t, expr)
+    gap = _add_mouth(b, t, expr, smile_gap)
     return b.geometry(mouth_gap=gap, eye_open=eye_open)
 
 
@@ -1100,14 +1110,22 @@ class SyntheticFaceWorld:
         visible_bald: more bald older men (49 % instead of 24 %) and no hats on bald heads; off (the default)
             is the standard world, pixel for pixel. MagGAN's synthetic config turns it on (its Bald edit needs
             bald heads the critic's classifier can find).
+        open_mouths: the mouth-opening expressions drawn with wider lip gaps, visible at 64² (surprised 0.35
+            instead of 0.2 and 0.8 instead of 0.7 of the mouth width, fearful 0.2 instead of 0.08, the open
+            smile 0.16 instead of 0.07; at 64² about 21, 12 and 8 pixels of the "mouth" class instead of 8, 1
+            and 0); every other pixel of every face is the standard world's. PortraitGAN's synthetic config
+            turns it on (its open-mouth claim needs a mouth the 64² landmark map and image can show).
     """
 
-    def __init__(self, seed: int = 0, num_identities: int = 100, *, visible_bald: bool = False) -> None:
+    def __init__(
+        self, seed: int = 0, num_identities: int = 100, *, visible_bald: bool = False, open_mouths: bool = False
+    ) -> None:
         if num_identities < 1:
             raise ValueError(f"num_identities must be >= 1, got {num_identities}")
         self.seed = int(seed)
         self.num_identities = int(num_identities)
         self.visible_bald = bool(visible_bald)
+        self.open_mouths = bool(open_mouths)
         self._traits: dict[int, IdentityTraits] = {}
         self._noise = _rng(self.seed, 0x0153).standard_normal((_NOISE_TILE, _NOISE_TILE), dtype=np.float32)
         # Pose-independent canonical geometry, cached per identity and per (identity, emotion).
@@ -1155,8 +1173,13 @@ class SyntheticFaceWorld:
             self._person_geometry[identity] = _identity_geometry(traits, _rng(self.seed, identity, 0x6E0))
         key = (identity, emotion)
         if key not in self._expression_geometry:
-            self._expression_geometry[key] = _expression_geometry(traits, _EXPRESSIONS[RAFD_EMOTIONS[emotion]])
+            smile_gap = _OPEN_MOUTH_SMILE_GAP if self.open_mouths else _OPEN_SMILE_GAP
+            self._expression_geometry[key] = _expression_geometry(traits, self._expression(emotion), smile_gap)
         return _combine(self._person_geometry[identity], self._expression_geometry[key], _iris_geometry(traits, gaze))
+
+    def _expression(self, emotion: int) -> _Expression:
+        name = RAFD_EMOTIONS[emotion]
+        return _OPEN_MOUTH_EXPRESSIONS.get(name, _EXPRESSIONS[name]) if self.open_mouths else _EXPRESSIONS[name]
 
     # ------------------------------------------------------------------------------------------ render
     def render(
@@ -1201,7 +1224,7 @@ class SyntheticFaceWorld:
         albedo = _paint(layers.parts, layers.boxes, layers.details, traits, background, uv, noise_rng)
         image = _shade(albedo, label, traits, pose, uv, noise_rng, self._noise)
         image = _stylise(int(modality), image, albedo, label, noise_rng)
-        expr = _EXPRESSIONS[RAFD_EMOTIONS[emotion]]
+        expr = self._expression(emotion)
         return SyntheticFace(
             image=image,
             label=label,
@@ -1577,6 +1600,7 @@ def write_rafd(
     layout: str = "rafd",
     write_pts: bool = True,
     modalities: Sequence[str] = ("photo",),
+    open_mouths: bool = False,
 ) -> Path:
     """Write synthetic RaFD photos named as in the release (reference §5.4).
 
@@ -1588,7 +1612,8 @@ def write_rafd(
     ``root``; ``layout="identity_folders"`` puts them in ``root/{id:03d}/`` (id = identity + 1, as in the
     name). Photo = ``SyntheticFaceWorld(seed).render(identity, emotion, image_size=image_size,
     yaw=RAFD_YAW[angle], gaze=RAFD_GAZE[gaze])``; with ``write_pts`` an iBUG ``.pts`` sidecar (same stem)
-    holds its 68 landmarks.
+    holds its 68 landmarks. ``open_mouths``: ``SyntheticFaceWorld(seed, open_mouths=True)``, wider lip gaps of
+    the mouth-opening emotions.
     """
     from datamodules.emotion import write_pts as write_ibug_pts  # the one .pts writer (1-based)
 
@@ -1604,7 +1629,7 @@ def write_rafd(
     _check_choices(modalities, MODALITIES, "modalities")
     if not modalities or modalities[0] != "photo":
         raise ValueError(f"modalities must start with 'photo' (the photos under root), got {list(modalities)}")
-    world = SyntheticFaceWorld(seed, num_identities=max(100, int(num_identities)))
+    world = SyntheticFaceWorld(seed, num_identities=max(100, int(num_identities)), open_mouths=open_mouths)
     for identity in range(int(num_identities)):
         folder = root / f"{identity + 1:03d}" if layout == "identity_folders" else root
         folder.mkdir(parents=True, exist_ok=True)

@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     settings.setdefault("modalities", ["photo", "sketch", "cartoon", "painting"])
     settings.setdefault("split_by", "identity")
     settings.setdefault("test_fraction", 0.3)
+    if args.data is None and trained.get("synthetic_open_mouths"):
+        settings["synthetic_open_mouths"] = True  # the world the checkpoint was trained on
     if len(settings["modalities"]) != int(model.hparams.num_modalities):
         raise ValueError(
             f"{checkpoint}: the model has {model.hparams.num_modalities} modality codes but the data lists "
