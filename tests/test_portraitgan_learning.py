@@ -223,12 +223,19 @@ def test_texture_loss_lowers_gram_distance_and_raises_ssim_on_stylized_pairs(tmp
     _texture_ablation(tmp_path, texture_calibrate=TEXTURE_CALIBRATE)
 
 
+#: The stand-in's texture layers at 64²: relu1_1 and relu2_1, the layers whose receptive field (3 and 10 px, 5 and
+#: 16 % of 64) is at most the share of the image the paper's deepest texture layer sees at 512² (relu5_1, 156 px,
+#: 30 %); relu3_1's 24 px is 38 % of a 64² face, a layout statistic more than a texture (README, deviations).
+STAND_IN_LAYERS = int(os.environ.get("PORTRAITGAN_TEXTURE_LAYERS", "2"))
+
+
 @pytest.mark.xfail(
     strict=True,
-    reason="measured 2 Dec at 600 batches each (AMD EPYC, one thread, load ~4, 29 min 43 s; stand-in from "
-    "`python -m experiments.texture_vgg`, held-out modality accuracy 0.94): eta=10 lowers the Gram distance (loss "
-    "network 0.1111 vs 0.1333, -17 %; independent calibrated random VGG19 0.01188 vs 0.01327, -10 %) but SSIM "
-    "(paper) falls, 0.549 vs 0.585; eta*Gram of photo vs stylized target is ~5.0 vs gamma*L1 ~1.5 (relu3_1 ~80 %)",
+    reason="measured 3 Dec at 600 batches each (AMD EPYC, one thread, load ~1-2, 9 min 40 s; stand-in from "
+    "`python -m experiments.texture_vgg`, held-out modality accuracy 0.93), relu1_1+relu2_1: eta=10 lowers the Gram "
+    "distance (loss network 0.01938 vs 0.02157, -10 %; its 3 slices 0.1026 vs 0.1085; calibrated random VGG19 "
+    "0.01224 vs 0.01305) but SSIM (paper) falls, 0.5796 vs 0.5881; with relu1_1..relu3_1 (2 Dec) Gram 0.1111 vs "
+    "0.1333 and SSIM 0.549 vs 0.585 (relu3_1 ~80 % of the term)",
 )
 def test_texture_loss_with_the_synthetic_trained_vgg19_lowers_gram_distance_and_raises_ssim(tmp_path):
     """The same ablation with the texture network a VGG19 **trained on the synthetic world** (modality, emotion
@@ -243,13 +250,13 @@ def test_texture_loss_with_the_synthetic_trained_vgg19_lowers_gram_distance_and_
     if not weights:
         weights = str(tmp_path / "texture_vgg19_synthetic.pth")
         train_texture_vgg(weights)
-    _texture_ablation(tmp_path / "world", texture_weights=weights)
+    _texture_ablation(tmp_path / "world", texture_weights=weights, texture_layers=STAND_IN_LAYERS)
 
 
 def _texture_ablation(root: Path, **texture) -> None:
     """η = 10 vs η = 0 on the synthetic config's model (3 VGG slices, relu1_1..relu3_1), both with the texture
-    network ``texture`` (kwargs for PortraitGAN), judged by that network's Gram distance and SSIM (paper);
-    asserts both improve with η = 10."""
+    network ``texture`` (kwargs for PortraitGAN; ``texture_layers`` overrides the 3 slices), judged by that
+    network's Gram distance and SSIM (paper); asserts both improve with η = 10."""
     from metrics.functional import ssim_skimage014_per_image, to_unit_range
     from portrait_models.portraitgan.networks import texture_network
 
@@ -257,13 +264,17 @@ def _texture_ablation(root: Path, **texture) -> None:
     kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
     train = EmotionPairs(root, "train", SIZE, False, **kw)
     test = EmotionPairs(root, "test", SIZE, False, **kw)
-    judges = {"loss network": PortraitGAN(**{**_config_model(), "texture_layers": 3, **texture}).texture}
+    texture = {"texture_layers": 3, **texture}
+    judges = {"loss network": PortraitGAN(**{**_config_model(), **texture}).texture}
     if "texture_weights" in texture:
         judges["random VGG19 (calibrated)"] = texture_network(pretrained=False, num_layers=3, seed=0, calibrate=True)
+        if texture["texture_layers"] != 3:  # the same trained network on relu1_1..relu3_1, as measured before
+            three = {**_config_model(), **texture, "texture_layers": 3}
+            judges["loss network, 3 slices"] = PortraitGAN(**three).texture
     world = SyntheticFaceWorld(0, num_identities=100)
     scores = {}
-    for eta in (0.0, 10.0):
-        model = _train(train, texture_layers=3, lambda_texture=eta, **texture)
+    for eta in (10.0, 0.0):
+        model = _train(train, lambda_texture=eta, **texture)
         gram, ssim = {name: [] for name in judges}, []
         for p in sorted({r.identity - 1 for r in test.items}):
             for emotion in (NEUTRAL, SURPRISED):
@@ -277,8 +288,7 @@ def _texture_ablation(root: Path, **texture) -> None:
                             gram[name].append(float(judge(out, truth)))
                     ssim.append(float(ssim_skimage014_per_image(to_unit_range(out), to_unit_range(truth))[0]))
         scores[eta] = ({name: float(np.mean(v)) for name, v in gram.items()}, float(np.mean(ssim)))
-    for eta, (grams, ssim) in scores.items():
-        print(f"\ntexture ablation {texture}: eta={eta:g} SSIM {ssim:.4f} Gram "
-              + ", ".join(f"{name} {g:.5g}" for name, g in grams.items()))  # fmt: skip
+        print(f"\ntexture ablation {texture}: eta={eta:g} SSIM {scores[eta][1]:.4f} Gram "
+              + ", ".join(f"{name} {g:.5g}" for name, g in scores[eta][0].items()), flush=True)  # fmt: skip
     assert scores[10.0][0]["loss network"] < scores[0.0][0]["loss network"]
     assert scores[10.0][1] > scores[0.0][1]
