@@ -85,10 +85,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list
     "ratio 1.42 (needs >= 3), mouth MSE 0.663 vs copy 0.658 (needs <= half); 1200 batches: 1.63, 0.664; "
     "d_condition_landmarks, lambda_moved, g_residual did not help. The data options (3 Dec, off in the config): "
     "data.synthetic_open_mouths (mouths of ~21 instead of ~8 px at 64^2): 1.77, 0.611 vs copy 0.640; + "
-    "data.partner_weights {surprised: 6, fearful: 3} (40 % surprised partners): 1.74, 0.629 vs 0.640. G alone with "
-    "paired L1 on neutral->surprised pairs learns it on training ids (test_generator_alone_learns_the_open_mouth: "
-    "8.10, 0.099 vs 0.649) but not (b) on unseen ids (4.51, 0.489 vs 0.697); on the open-mouth world it passes "
-    "both on unseen ids (4.96, 0.249 vs 0.568)",
+    "data.partner_weights {surprised: 6, fearful: 3} (40 % surprised partners): 1.74, 0.629 vs 0.640; both at "
+    "1200 batches: 2.05, 0.609. G alone with paired L1 on neutral->surprised pairs learns it on training ids "
+    "(test_generator_alone_learns_the_open_mouth: 8.10, 0.099 vs 0.649) but not (b) on unseen ids (4.51, 0.489 "
+    "vs 0.697); on the open-mouth world it passes both on unseen ids (4.96, 0.249 vs 0.568)",
 )
 def test_open_mouth_landmarks_open_the_mouth(trained):
     model, test_ids = trained
