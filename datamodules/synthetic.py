@@ -193,7 +193,8 @@ _OPEN_SMILE_GAP = 0.07
 #: ``SyntheticFaceWorld(open_mouths=True)``: the mouth-opening expressions with lip gaps that stay visible at 64²
 #: (there the standard surprised mouth is 6-10 pixels of the "mouth" class, fearful's 0-6 and the open smile's
 #: 0-2; with these about 21, 12 and 8). Only the lips and the opening change; everything else is the standard
-#: world's. PortraitGAN's synthetic config uses it (RaFD's open mouths are tens of pixels even at 64²).
+#: world's. For PortraitGAN's open-mouth claim (RaFD's open mouths are tens of pixels even at 64²); its synthetic
+#: config leaves it off (``data.synthetic_open_mouths``).
 _OPEN_MOUTH_EXPRESSIONS: dict[str, _Expression] = {
     "surprised": dataclasses.replace(_EXPRESSIONS["surprised"], mouth_open=0.35, mouth_width=0.8),
     "fearful": dataclasses.replace(_EXPRESSIONS["fearful"], mouth_open=0.2),
@@ -1113,8 +1114,9 @@ class SyntheticFaceWorld:
         open_mouths: the mouth-opening expressions drawn with wider lip gaps, visible at 64² (surprised 0.35
             instead of 0.2 and 0.8 instead of 0.7 of the mouth width, fearful 0.2 instead of 0.08, the open
             smile 0.16 instead of 0.07; at 64² about 21, 12 and 8 pixels of the "mouth" class instead of 8, 1
-            and 0); every other pixel of every face is the standard world's. PortraitGAN's synthetic config
-            turns it on (its open-mouth claim needs a mouth the 64² landmark map and image can show).
+            and 0); every other pixel of every face is the standard world's. An option of PortraitGAN's
+            synthetic data (``data.synthetic_open_mouths``, off in its config): its open-mouth claim needs a
+            mouth the 64² landmark map and image can show.
     """
 
     def __init__(

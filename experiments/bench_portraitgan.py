@@ -149,7 +149,7 @@ class _Path(TimedPath):
         seconds = self.median_ms("step", cpu) / 1000
         peak = peak_tflops()
         mfu = self.flops / seconds / (peak * 1e12) if peak and self.flops and not cpu else None
-        return Result(self.spec.label, 2 * self.args.batch / seconds, 1000 * seconds, parts, mfu)  # 2 directions
+        return Result(self.name, 2 * self.args.batch / seconds, 1000 * seconds, parts, mfu)  # 2 directions
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The synthetic world's ``open_mouths`` option (what PortraitGAN's synthetic config writes): off is the standard
+"""The synthetic world's ``open_mouths`` option (PortraitGAN's ``data.synthetic_open_mouths``): off is the standard
 world; on, only the lips and opening of the mouth-opening expressions change, and the open mouths are large
 enough to see at 64²."""
 
