@@ -592,9 +592,11 @@ class EmotionPairs(EmotionLandmarks):
         """(partner choice, modality of A, modality of B) of item ``index``: random on train, else fixed."""
         candidates, n = len(self.partners[index]), self.num_modalities
         if self.random_pairs:
-            choice, m_a, m_b = (int(torch.randint(k, ())) for k in (candidates, n, n))
-            if self.partner_probabilities is not None:
+            if self.partner_probabilities is None:
+                choice = int(torch.randint(candidates, ()))
+            else:  # one weighted draw in place of the uniform one (no draw is wasted)
                 choice = int(torch.multinomial(self.partner_probabilities[index], 1))
+            m_a, m_b = (int(torch.randint(n, ())) for _ in range(2))
         else:
             rng = np.random.default_rng([self.seed, index])
             choice = int(rng.integers(candidates))

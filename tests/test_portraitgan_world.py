@@ -90,6 +90,29 @@ def test_partner_weights_set_the_share_of_partner_emotions(small_world):
     assert [weighted.draws(i) for i in range(len(weighted))] == [unweighted.draws(i) for i in range(len(unweighted))]
 
 
+def test_train_draws_use_one_random_number_per_choice(small_world):
+    """Uniform partners: partner, modality A, modality B from three ``torch.randint`` calls in that order (the
+    stream every earlier run used). Weighted partners: one ``torch.multinomial`` draw replaces the uniform one,
+    so no random number is drawn and thrown away."""
+    from datamodules.emotion import EmotionPairs
+
+    kw = dict(split_by="identity", test_fraction=0.5, partner="uniform")
+    plain = EmotionPairs(small_world, "train", 32, False, **kw)
+    weighted = EmotionPairs(small_world, "train", 32, False, partner_weights={"surprised": 7}, **kw)
+    for index in range(len(plain)):
+        n = plain.num_modalities
+        torch.manual_seed(index)
+        expected = (int(torch.randint(len(plain.partners[index]), ())),
+                    int(torch.randint(n, ())), int(torch.randint(n, ())))
+        torch.manual_seed(index)
+        assert plain.draws(index) == expected
+        torch.manual_seed(index)
+        expected = (int(torch.multinomial(weighted.partner_probabilities[index], 1)),
+                    int(torch.randint(n, ())), int(torch.randint(n, ())))
+        torch.manual_seed(index)
+        assert weighted.draws(index) == expected
+
+
 @pytest.mark.parametrize("weights", [{"astonished": 2}, {"surprised": 0}, {"happy": -1}, {"sad": float("nan")}])
 def test_partner_weights_reject_bad_input(small_world, weights):
     from datamodules.emotion import EmotionPairs
