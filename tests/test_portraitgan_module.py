@@ -156,6 +156,20 @@ def test_texture_calibrate_and_g_residual_reach_the_networks():
     assert model.generator.residual and not PortraitGAN(**TINY).generator.residual
 
 
+def test_texture_layer_weights_weight_each_layers_gram_term():
+    from portrait_models.losses.gram import gram_loss
+
+    plain, weighted = PortraitGAN(**TINY), PortraitGAN(**TINY, texture_layer_weights=[0.25, 3.0])
+    assert plain.texture.layer_weights is None  # off by default: the plain sum
+    fake, real = torch.rand(2, 3, SIZE, SIZE) * 2 - 1, torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    feats = [plain.texture.vgg(plain.texture.normalize(x)) for x in (fake, real)]
+    per_layer = [gram_loss([f], [r], reduction="frobenius") for f, r in zip(*feats, strict=True)]
+    assert torch.allclose(plain.texture(fake, real), per_layer[0] + per_layer[1], rtol=1e-5)
+    assert torch.allclose(weighted.texture(fake, real), 0.25 * per_layer[0] + 3.0 * per_layer[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="texture_layer_weights"):
+        PortraitGAN(**TINY, texture_layer_weights=[1.0])
+
+
 def test_lr_schedule_shape():
     model = PortraitGAN(**TINY)
     assert [model.lr_factor(e) for e in (0, 100, 101, 199)] == pytest.approx([1.0, 1.0, 0.99, 0.01])

@@ -74,6 +74,8 @@ class PortraitGAN(L.LightningModule):
         texture_weights: a torchvision-format VGG19 state-dict file (``features.<i>.*``) for the texture
             network, loaded like the ImageNet file but without its digest check, e.g. the synthetic-world
             stand-in of ``python -m experiments.texture_vgg`` (None: ``texture_pretrained`` decides).
+        texture_layer_weights: one weight per texture layer, ``L_texture = Σ_l w_l·‖G_l(Ŷ) - G_l(Y)‖²`` (None:
+            all 1, the paper's plain sum); not in the paper, off by default.
         d_update, d_condition_landmarks: research-code options (see the module docstring).
         include_point_35: draw the lower-nose polygon through point 35 (the author's code does not).
         lr, betas, decay_start, decay_length, schedule_unit: Adam and the linear-decay schedule.
@@ -116,6 +118,7 @@ class PortraitGAN(L.LightningModule):
         texture_seed: int = 0,
         texture_calibrate: bool = False,
         texture_weights: str | None = None,
+        texture_layer_weights: list[float] | None = None,
         d_update: str = "both",
         d_condition_landmarks: bool = False,
         include_point_35: bool = False,
@@ -154,6 +157,12 @@ class PortraitGAN(L.LightningModule):
             )
             if texture_weights is not None:  # the VGG inside the frozen wrapper, loaded in place
                 self.texture.vgg.module.load_torchvision_weights(texture_weights)
+            if texture_layer_weights is not None:
+                if len(texture_layer_weights) != texture_layers:
+                    raise ValueError(
+                        f"{len(texture_layer_weights)} texture_layer_weights for texture_layers={texture_layers}"
+                    )
+                self.texture.layer_weights = tuple(float(w) for w in texture_layer_weights)
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         if channels_last:
