@@ -18,7 +18,9 @@ intensity, ``O_<intensity>.png``. ``--test-int T`` is STGAN's test intensity ins
 1`` is ``--intensity 1`` and STGAN's paper setting ``--test-int 2`` is ``--intensity 1.5`` on a flip). By default
 STGAN's test-time conflict rules complete the target: a hair colour set on turns the other two off, Bald on turns
 Bangs off and Bangs on turns Bald off, unless ``--set`` names them; those partners change by ``0 − source`` at any
-intensity (STGAN scales only the edited attribute). ``--plain-flip`` changes only the attributes set.
+intensity (STGAN scales only the edited attribute). A checkpoint trained with ``model.flip_rule=consistent`` uses
+the world's rules instead (Bald on also turns the hair colours off). ``--plain-flip`` changes only the attributes
+set.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> Path | list[Path]:
         masks = None
     att_source = source_attributes(model, image, given)
     intensities = [args.intensity] if args.slide is None else [float(v) for v in args.slide.split(",")]
-    rule = "plain" if args.plain_flip else "conflict_free"
+    rule = "plain" if args.plain_flip else model.hparams.get("flip_rule", "conflict_free")
     written = []
     for intensity in intensities:
         att_diff = attribute_change(att_source, targets, intensity, rule=rule, test_int=args.test_int)

@@ -4,7 +4,8 @@ Each slider is the target value of one of the 13 attributes; it starts at the so
 classifier reads off the face, so ``att_diff = (target − source)·strength`` is 0 until a slider moves (STGAN's
 slide test: 0.5 is half-way; strength > 1 exaggerates). **STGAN conflict rules** (on by default, as the edit CLI)
 complete the target: a hair colour moved on turns the other two off, Bald on turns Bangs off and back; unticked,
-only the moved sliders change. Rendering is ``portrait_models.maggan.editing`` (the same as ``python -m
+only the moved sliders change. A checkpoint with ``flip_rule: consistent`` applies the world's rules instead (Bald
+on also turns the hair colours off). Rendering is ``portrait_models.maggan.editing`` (the same as ``python -m
 experiments.edit maggan``).
 """
 
@@ -119,7 +120,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         wanted = {
             n: float(t) for n, t, s in zip(EDIT_ATTRIBUTES, targets, source[0]) if abs(float(t) - float(s)) > 1e-6
         }
-        rule = "conflict_free" if conflict_rules else "plain"
+        rule = model.hparams.get("flip_rule", "conflict_free") if conflict_rules else "plain"  # the checkpoint's
         att_diff = editing.attribute_change(source, wanted, float(scale), rule=rule)
         start = time.perf_counter()
         out = editing.edit_face(model, face_state["image"], att_diff, face_state["masks"])

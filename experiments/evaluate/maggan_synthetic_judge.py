@@ -5,7 +5,8 @@
 The judge (4 convs, global max pool, one logit per judged attribute) trains on the world's training split
 (``CelebADataModule`` with the config's settings: 600 faces, seed 0, STGAN crop at 64², label masks); it is
 scored on the held-out faces (val + test) against the majority rate, then it reads every conflict-free single
-flip (STGAN's test target, what the sample grid shows) of those faces; ``--grid out.png`` also saves the
+flip (the checkpoint's ``flip_rule``, STGAN's test target by default, what the sample grid shows; ``--flip``
+picks another) of those faces; ``--grid out.png`` also saves the
 sample grid of the first 8 validation faces. Printed per attribute: the judge's held-out accuracy and majority
 rate, the share of unedited faces it finds at the flip's target value, the share of edited faces at the target
 (intensity 1 and 2), and at intensity 1 among the faces that lack the attribute (the edit turns it on: haired →
@@ -21,7 +22,7 @@ from torch import nn
 
 from datamodules.celeba import CelebADataModule
 from datamodules.labels import EDIT_ATTRIBUTES
-from portrait_models.maggan.attributes import conflict_free_flip
+from portrait_models.maggan.attributes import conflict_free_flip, rule_conflicts
 from portrait_models.maggan.editing import load_maggan
 
 JUDGED = ("Bald", "Eyeglasses", "Blond_Hair", "Black_Hair", "Brown_Hair")
@@ -54,6 +55,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     parser.add_argument("--judge-steps", type=int, default=800)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--grid", help="also save the sample grid of the first 8 validation faces here (PNG)")
+    parser.add_argument(
+        "--flip", choices=("checkpoint", "conflict-free", "consistent"), default="checkpoint",
+        help="the rule completing each flip (grid too): the checkpoint's flip_rule (default), STGAN's, or the world's",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     torch.manual_seed(args.seed)
@@ -79,6 +84,9 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     judge.eval()
 
     model = load_maggan(args.checkpoint)
+    rule = model.hparams.get("flip_rule", "conflict_free") if args.flip == "checkpoint" else args.flip.replace("-", "_")
+    model.hparams.flip_rule = rule  # the grid follows the judged rule
+    print(f"flip rule: {rule}")
     if args.grid:  # what the run's SampleGrid callback draws: the first 8 validation items
         from torchvision.utils import save_image
 
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
                 "majority": float(torch.maximum(truth.mean(), 1 - truth.mean())),
                 "unedited": float((said[:, j] == goal).float().mean()),
             }
-            diff = conflict_free_flip(att, name)
+            diff = conflict_free_flip(att, name, rule_conflicts(rule))
             for scale in (1, 2):
                 edited = model.edit(image, diff * scale, masks)
                 hit = (judge(edited)[:, j] > 0).float() == goal

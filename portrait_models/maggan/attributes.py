@@ -29,7 +29,17 @@ CONFLICTS: dict[str, tuple[str, ...]] = {
     "Blond_Hair": ("Black_Hair", "Brown_Hair"),
     "Brown_Hair": ("Black_Hair", "Blond_Hair"),
 }
-FLIP_RULES = ("conflict_free", "plain")
+#: The synthetic world's consistency among the 13 edited attributes (``datamodules/synthetic.py``: ``Bald`` is
+#: ``not has_hair``, a hair colour and Bangs need hair): STGAN's rules, plus Bald on turns the three hair colours
+#: off and a hair colour on turns Bald off. Used by ``target_boost`` (training) and the ``"consistent"`` rule.
+WORLD_CONFLICTS: dict[str, tuple[str, ...]] = {
+    "Bald": ("Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair"),
+    "Bangs": ("Bald",),
+    "Black_Hair": ("Blond_Hair", "Brown_Hair", "Bald"),
+    "Blond_Hair": ("Black_Hair", "Brown_Hair", "Bald"),
+    "Brown_Hair": ("Black_Hair", "Blond_Hair", "Bald"),
+}
+FLIP_RULES = ("conflict_free", "plain", "consistent")
 STGAN_THRES_INT = 0.5  # STGAN codes an attribute as (2·a − 1)·thres_int = ±0.5
 
 
@@ -38,25 +48,33 @@ def _check_rule(rule: str) -> None:
         raise ValueError(f"flip rule must be one of {', '.join(FLIP_RULES)}, got {rule!r}")
 
 
-def conflict_free_flip(att_source: Tensor, name: str) -> Tensor:
+def rule_conflicts(rule: str) -> Mapping[str, tuple[str, ...]]:
+    """The partners each rule turns off: STGAN's :data:`CONFLICTS`, the world's :data:`WORLD_CONFLICTS` or none."""
+    _check_rule(rule)
+    return {"conflict_free": CONFLICTS, "consistent": WORLD_CONFLICTS, "plain": {}}[rule]
+
+
+def conflict_free_flip(att_source: Tensor, name: str, conflicts: Mapping[str, tuple[str, ...]] = CONFLICTS) -> Tensor:
     """``att_diff`` (B, 13) that flips ``name`` (``1 − att``) and, on the faces where it turns on, turns off the
-    attributes of ``CONFLICTS[name]`` (STGAN's test targets); a plain single flip is ``1 − 2·att`` on ``name`` alone."""
+    attributes of ``conflicts[name]`` (default STGAN's test targets; :data:`WORLD_CONFLICTS` for the
+    ``"consistent"`` rule); a plain single flip is ``1 − 2·att`` on ``name`` alone."""
     target = att_source.clone()
     i = EDIT_ATTRIBUTES.index(name)
     target[:, i] = 1 - att_source[:, i]
     turned_on = target[:, i] > 0.5
-    for other in CONFLICTS.get(name, ()):
+    for other in conflicts.get(name, ()):
         target[turned_on, EDIT_ATTRIBUTES.index(other)] = 0
     return target - att_source
 
 
 def single_flip_changes(att_source: Tensor, rule: str = "conflict_free") -> Tensor:
     """(B, C, C) whose ``[:, i]`` is the ``att_diff`` of edit ``i``: attribute ``i`` flipped, with STGAN's conflict
-    rules (``"conflict_free"``) or alone (``"plain"``, ``diag(1 − 2·att_s)``, eq. 2)."""
-    _check_rule(rule)
+    rules (``"conflict_free"``), with the world's (``"consistent"``: Bald on also clears the hair colours) or alone
+    (``"plain"``, ``diag(1 − 2·att_s)``, eq. 2)."""
+    conflicts = rule_conflicts(rule)
     if rule == "plain":
         return torch.diag_embed(1.0 - 2.0 * att_source)
-    return torch.stack([conflict_free_flip(att_source, name) for name in EDIT_ATTRIBUTES], dim=1)
+    return torch.stack([conflict_free_flip(att_source, name, conflicts) for name in EDIT_ATTRIBUTES], dim=1)
 
 
 def attribute_change(
@@ -75,16 +93,17 @@ def attribute_change(
       ``±(test_int + 1)/2`` (``test_int`` 1 = ``intensity`` 1; STGAN's paper numbers used 2, a change of ±1.5).
     - ``rule="conflict_free"``: a set attribute whose target is on (> 0.5) turns off its :data:`CONFLICTS`
       partners that ``targets`` does not set; their change is ``0 − source`` whatever the intensity (STGAN
-      scales only the edited attribute too). ``"plain"``: only the set attributes change.
+      scales only the edited attribute too); ``"consistent"`` the same with :data:`WORLD_CONFLICTS`. ``"plain"``:
+      only the set attributes change.
     """
-    _check_rule(rule)
+    conflicts = rule_conflicts(rule)
     target = att_source.clone()
     for name, value in targets.items():
         target[:, EDIT_ATTRIBUTES.index(name)] = value
-    if rule == "conflict_free":
+    if rule != "plain":
         for name, value in targets.items():
             if value > 0.5:
-                for other in CONFLICTS.get(name, ()):
+                for other in conflicts.get(name, ()):
                     if other not in targets:
                         target[:, EDIT_ATTRIBUTES.index(other)] = 0
     att_diff = target - att_source

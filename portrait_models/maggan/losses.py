@@ -6,20 +6,43 @@ cross-entropy), so λ1 = 100, λ2 = 10 and λ3 (default 100) act on terms of one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from portrait_models.distributed import rand_rows, shuffled_rows
+from datamodules.labels import EDIT_ATTRIBUTES
+from portrait_models.distributed import rand_rows, rank_rows, shuffled_rows
 from portrait_models.losses import gradient_penalty
+from portrait_models.maggan.attributes import WORLD_CONFLICTS
 from portrait_models.maggan.networks import AttributeCondition, DiscriminatorOutput, preserved_mask_at
 
 
 def shuffled_targets(att_source: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """STGAN's training targets: the batch's own attribute vectors in a random order (no conflict check)."""
     return shuffled_rows(att_source, generator)  # under DDP a shuffle of the global batch, as on one process
+
+
+def boosted_targets(att_target: Tensor, boost: Mapping[str, float], generator: torch.Generator | None = None) -> Tensor:
+    """``att_target`` with each attribute of ``boost`` (name -> probability p) turned on, with probability p, on
+    the rows where it is off, and the world's consistency applied to those rows (:data:`WORLD_CONFLICTS`: Bald on
+    turns Bangs and the hair colours off). Attributes are drawn in ``EDIT_ATTRIBUTES`` order, one uniform per row
+    of the global batch each (on the CPU, from ``generator``); an attribute with p = 0 draws nothing, so an empty or
+    all-zero ``boost`` returns ``att_target`` unchanged and leaves the random stream untouched."""
+    target = att_target
+    for name in EDIT_ATTRIBUTES:
+        p = float(boost.get(name, 0.0))
+        if p <= 0:
+            continue
+        i = EDIT_ATTRIBUTES.index(name)
+        u = rank_rows(lambda n: torch.rand(n, generator=generator), target.shape[0]).to(target.device)
+        turn_on = (target[:, i] < 0.5) & (u < p)
+        target = target.clone()
+        target[turn_on, i] = 1
+        for other in WORLD_CONFLICTS.get(name, ()):
+            target[turn_on, EDIT_ATTRIBUTES.index(other)] = 0
+    return target
 
 
 def attribute_difference(att_source: Tensor, att_target: Tensor, thres_int: float = 0.5) -> Tensor:

@@ -33,6 +33,7 @@ from datamodules.labels import EDIT_ATTRIBUTES
 from portrait_models.maggan.attributes import single_flip_changes
 from portrait_models.maggan.losses import (
     attribute_difference,
+    boosted_targets,
     critic_terms,
     generator_adversarial_terms,
     mask_guided_reconstruction_loss,
@@ -80,6 +81,14 @@ class MagGAN(L.LightningModule):
         channels_last: train with channels_last weights and input images (off by default; same math). With bf16
             autocast (``trainer.precision=bf16-mixed``) it lets oneDNN use a CPU's AMX tiles or a GPU's tensor
             cores at full rate; without native bf16 it is a layout change only.
+        target_boost: off by default (``{}``). ``{name: p}``: after the shuffle, each training target with
+            attribute ``name`` off gets it on with probability p, the synthetic world's consistency applied
+            (Bald on turns Bangs and the hair colours off; :func:`~portrait_models.maggan.losses.boosted_targets`).
+            Not in the paper: more Bald requests than the batch's real vectors give.
+        flip_rule: the rule that completes a test-time edit, saved with the checkpoint: the sample grid, the
+            synthetic judge, the edit CLI and the editor use it. ``"conflict_free"`` (default): STGAN's
+            ``check_attribute_conflict``; ``"consistent"``: the synthetic world's (Bald on also turns the hair
+            colours off, a hair colour on turns Bald off), the vectors ``target_boost`` trains on.
     """
 
     def __init__(
@@ -118,6 +127,8 @@ class MagGAN(L.LightningModule):
         hard_masks: bool = False,
         table3_row: str | None = None,
         channels_last: bool = False,
+        target_boost: Mapping[str, float] | None = None,
+        flip_rule: str = "conflict_free",
     ) -> None:
         super().__init__()
         if table3_row is not None:
@@ -129,6 +140,15 @@ class MagGAN(L.LightningModule):
             lambda_mre = lambda_mre if row["mre"] else 0.0
         if reconstruction not in ("rec", "cycle"):
             raise ValueError(f"reconstruction must be 'rec' or 'cycle', got {reconstruction!r}")
+        target_boost = dict(target_boost or {})
+        for name, p in target_boost.items():
+            if name not in EDIT_ATTRIBUTES or not 0 <= float(p) <= 1:
+                raise ValueError(
+                    f"target_boost maps edited attributes ({', '.join(EDIT_ATTRIBUTES)}) to probabilities in [0, 1], "
+                    f"got {name!r}: {p!r}"
+                )
+        if flip_rule not in ("conflict_free", "consistent"):
+            raise ValueError(f"flip_rule must be 'conflict_free' or 'consistent', got {flip_rule!r}")
         if n_critic < 1:
             raise ValueError(f"n_critic must be >= 1, got {n_critic}")
         if d_level_size * 2 ** (d_levels - 1) != image_size:
@@ -139,7 +159,7 @@ class MagGAN(L.LightningModule):
         self.save_hyperparameters()
         self.hparams.update(  # the effective switches (a row overrides the given ones)
             conditioning=conditioning, decoder=decoder, reconstruction=reconstruction, seg_branch=seg_branch,
-            lambda_mre=lambda_mre,
+            lambda_mre=lambda_mre, target_boost=target_boost,
         )  # fmt: skip
         self.automatic_optimization = False
         self.generator = MagGANGenerator(
@@ -240,6 +260,8 @@ class MagGAN(L.LightningModule):
             for group in opt.param_groups:
                 group["lr"] = self._learning_rate()
         att_target = shuffled_targets(att_source)
+        if hp.target_boost:
+            att_target = boosted_targets(att_target, hp.target_boost)
         att_diff = attribute_difference(att_source, att_target, hp.thres_int)
         batch_size = image.shape[0]
 
@@ -301,10 +323,12 @@ class MagGAN(L.LightningModule):
 
     @torch.no_grad()
     def sample_grid(self, batch: Mapping[str, Any]) -> Tensor:
-        """Rows: input | reconstruction G(x, 0) | one row per attribute, that attribute flipped with STGAN's
-        conflict rules (a hair colour turned on turns the other two off; Bald and Bangs exclude each other)."""
+        """Rows: input | reconstruction G(x, 0) | one row per attribute, that attribute flipped with the model's
+        ``flip_rule``: STGAN's conflict rules by default (a hair colour turned on turns the other two off; Bald and
+        Bangs exclude each other), or the world's (``"consistent"``: Bald on also turns the hair colours off)."""
         image, att_source, masks = self.inputs(batch)
         recon = self.edit(image, torch.zeros_like(att_source), masks)
-        edits = self.single_flips(image, att_source, masks, "conflict_free").transpose(0, 1).flatten(0, 1)
+        rule = self.hparams.get("flip_rule", "conflict_free")
+        edits = self.single_flips(image, att_source, masks, rule).transpose(0, 1).flatten(0, 1)
         rows = torch.cat([image, recon, edits])
         return make_grid(((rows.float() + 1) / 2).clamp(0, 1), nrow=image.shape[0], padding=1)
