@@ -17,7 +17,8 @@ Paths: **eager fp32** is the default module (four D forwards per step: real and 
 real again with the updated D for the generator's). The optimized paths set ``shared_d_forward`` (two D
 forwards; the generator meets D from before its update, as the released code, which runs three) and
 ``adam_fused``; on a CPU one more fp32 path adds ``channels_last`` (networks and inputs in channels-last
-memory: the same math, oneDNN's faster blocked kernels on AVX-512 CPUs), and on a GPU the one optimized path
+memory: the same math, oneDNN's faster blocked kernels on AVX-512 CPUs) and another keeps D contiguous in it
+(``channels_last_d=False``), and on a GPU the one optimized path
 adds bf16 autocast and channels_last. Output per setting: the CPU's model name (or the GPU's), each path's
 GFLOP per step and its ratio to the default's (one extra untimed batch per path under
 ``torch.utils.flop_counter``: convolutions and matrix products, forward and backward; ``--no-flops`` skips it;
@@ -88,6 +89,7 @@ class _SameBatch(Dataset):
 
 FAST = (("shared_d_forward", True), ("adam_fused", True))
 CHANNELS_LAST = (("channels_last", True),)
+D_CONTIGUOUS = (("channels_last_d", False),)
 DEFAULT_PATH = PathSpec("eager fp32 (default)")
 
 
@@ -101,6 +103,7 @@ def paths_for(device: str, cpu_bf16: bool) -> list[PathSpec]:
         DEFAULT_PATH,
         PathSpec("shared_d_forward + adam_fused", FAST),
         PathSpec("shared_d_forward + adam_fused + channels_last", FAST + CHANNELS_LAST),
+        PathSpec("shared_d_forward + adam_fused + channels_last, D contiguous", FAST + CHANNELS_LAST + D_CONTIGUOUS),
     ]
     if cpu_bf16 and cpu_has_bf16():
         paths += [

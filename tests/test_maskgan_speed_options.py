@@ -148,10 +148,14 @@ def _render(model):
     return model.render(onehot, onehot, images, ema=False)
 
 
-@pytest.mark.parametrize("options", [{}, {"shared_d_forward": True, "adam_fused": True}])
+FAST = {"shared_d_forward": True, "adam_fused": True}
+
+
+@pytest.mark.parametrize("options", [{}, FAST, {**FAST, "channels_last_d": False}])
 def test_channels_last_step_gives_the_contiguous_numbers(options):
     """channels_last changes the memory layout only: one DMN step from the same init gives the contiguous
-    model's losses, D and generator gradients and updated generator to fp32 rounding (other summation order)."""
+    model's losses, D and generator gradients and updated generator to fp32 rounding (other summation order);
+    with ``channels_last_d=False`` D, its gradients and its Adam moments stay contiguous."""
     models, before = {}, {}
     for channels_last in (False, True):
         pl.seed_everything(0, verbose=False)
@@ -163,6 +167,11 @@ def test_channels_last_step_gives_the_contiguous_numbers(options):
     assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     assert weight.grad.is_contiguous(memory_format=torch.channels_last)  # the layout really was channels-last
     assert _render(models[True]).is_contiguous(memory_format=torch.channels_last)
+    d_weight = _conv_weight(models[True].discriminator)
+    d_channels_last = options.get("channels_last_d", True)
+    for t in (d_weight, d_weight.grad, models[True].named_optimizers()["d"].optimizer.state[d_weight]["exp_avg"]):
+        assert t.is_contiguous(memory_format=torch.channels_last) == d_channels_last
+        assert t.is_contiguous() != d_channels_last
     losses = {k: {n: v.item() for n, v in m.trainer.callback_metrics.items()} for k, m in models.items()}
     assert losses[True].keys() == losses[False].keys() and len(losses[True]) >= 8
     for name, value in losses[False].items():

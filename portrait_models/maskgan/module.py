@@ -41,8 +41,9 @@ step), with two D forwards instead of its three. ``adam_fused=True`` uses PyTorc
 per step, the same update up to float reassociation). ``channels_last=True`` keeps the networks and inputs in
 channels-last memory (the same math in another summation order; oneDNN's faster kernels on AVX-512 CPUs and
 cuDNN's on GPUs); Adam moments loaded from a checkpoint of the other layout are re-laid out like their
-parameters (:func:`~portrait_models.checkpoints.keep_state_layout`). ``make bench-maskgan`` times the default
-against these options.
+parameters (:func:`~portrait_models.checkpoints.keep_state_layout`). ``channels_last_d=False`` leaves D
+contiguous inside such a model (on CPU it gains nothing from channels-last and pays for weight-gradient
+reorders and fused Adam's layout copies). ``make bench-maskgan`` times the default against these options.
 
 Checkpoints hold the trained networks (DMN, its EMA copy, D, and for MaskGAN† the MaskVAE and the blender)
 and the Adam states of the optimizers that are still to be used: a finished phase's optimizer state is
@@ -58,7 +59,7 @@ from typing import Any, Literal
 import lightning.pytorch as L
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torchvision.utils import make_grid
 
 from datamodules.labels import CELEBAMASK_PALETTE, label_to_onehot
@@ -79,6 +80,11 @@ from portrait_models.maskgan.networks import (
 Phase = Literal["maskvae", "dmn", "ebst", "done"]
 # The optimizers each phase steps: the MaskVAE's, G_A's and D's, and in EBST also G_B's (DMN + blender).
 PHASE_OPTIMIZERS: dict[str, set[str]] = {"maskvae": {"vae"}, "dmn": {"g", "d"}, "ebst": {"g", "d", "gb"}}
+
+
+def _contiguous_inputs(module: nn.Module, args: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Forward pre-hook of a network kept contiguous inside a channels-last model (``channels_last_d=False``)."""
+    return tuple(a.contiguous() for a in args)
 
 
 class MaskGAN(L.LightningModule):
@@ -105,6 +111,11 @@ class MaskGAN(L.LightningModule):
         adam_fused: PyTorch's fused Adam (CPU and CUDA) instead of the per-tensor loop.
         channels_last: keep networks and inputs in channels-last memory format: the same numbers to fp32
             rounding, faster convolutions on GPU and on AVX-512 CPUs (``make bench-maskgan``).
+        channels_last_d: with ``channels_last``, the discriminator too (default). False keeps D and its
+            inputs contiguous while the DMN and VGG19 stay channels-last: the same numbers to fp32 rounding.
+            On CPU D's 4x4 convolutions gain nothing from channels-last, while oneDNN reorders each of their
+            weight gradients into it and fused Adam copies every channels-last tensor to a contiguous one
+            and back (measured, ``make bench-maskgan``).
         style_init: ``"pix2pixhd"`` draws every DMN conv from N(0, 0.02), as the released code; ``"pytorch"``
             redraws the style encoder's convs with PyTorch's default init. The style encoder has no
             normalisation, so at N(0, 0.02) its output shrinks layer by layer and every face starts with almost
@@ -155,6 +166,7 @@ class MaskGAN(L.LightningModule):
         ema_halflife_kimg: float = 10.0,
         ema_rampup: float | None = 0.05,
         channels_last: bool = False,
+        channels_last_d: bool = True,
         reuse_real_features: bool = False,
         shared_d_forward: bool = False,
         adam_fused: bool = False,
@@ -190,6 +202,9 @@ class MaskGAN(L.LightningModule):
         self._batch_size = 1
         if channels_last:
             self.to(memory_format=torch.channels_last)
+            if not channels_last_d:
+                self.discriminator.to(memory_format=torch.contiguous_format)
+                self.discriminator.register_forward_pre_hook(_contiguous_inputs)
 
     # ------------------------------------------------------------------------------------- schedule
     @property
