@@ -174,3 +174,38 @@ def test_flip_rule_is_saved_and_drives_the_sample_grid():
     # row 2 of the grid (after input and reconstruction) is the Bald flip: 1 px padding, 33 px per cell
     cell = grid[:, 2 * 33 + 1 : 2 * 33 + 33, 1:33]
     assert torch.allclose(cell, ((bald[0].float() + 1) / 2).clamp(0, 1), atol=1e-6)
+
+
+def test_edit_cli_follows_the_checkpoints_flip_rule(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from datamodules.labels import CLASS_INDEX
+    from experiments.edit import main as edit_main
+    from portrait_models.maggan.attributes import attribute_change
+    from portrait_models.maggan.editing import load_maggan, read_face, read_soft_masks, source_attributes
+
+    torch.manual_seed(0)
+    model = tiny(flip_rule="consistent")
+    path = tmp_path / "consistent.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                "pytorch-lightning_version": "2.6.6"}, path)  # fmt: skip
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "f.png")
+    label = np.full((32, 32), CLASS_INDEX["skin"], np.uint8)
+    label[:10] = CLASS_INDEX["hair"]
+    Image.fromarray(label).save(tmp_path / "m.png")
+    args = ["maggan", "--checkpoint", str(path), "--image", str(tmp_path / "f.png"), "--mask", str(tmp_path / "m.png"),
+            "--source", "Brown_Hair=1", "Bald=0", "--set", "Bald=1"]  # fmt: skip
+    loaded = load_maggan(path)
+    assert loaded.hparams.flip_rule == "consistent"
+    image, masks = read_face(tmp_path / "f.png", 32), read_soft_masks(tmp_path / "m.png")
+    source = source_attributes(loaded, image, {"Brown_Hair": 1.0, "Bald": 0.0})
+
+    def expected(rule: str) -> torch.Tensor:
+        diff = attribute_change(source, {"Bald": 1.0}, rule=rule)
+        return ((loaded.edit(image, diff, masks)[0].clamp(-1, 1) + 1) * 127.5).round()
+
+    assert attribute_change(source, {"Bald": 1.0}, rule="consistent")[0, IDX["Brown_Hair"]] == -1
+    assert edit_main([*args, "--out", str(tmp_path / "o.png")]) == 0
+    written = torch.from_numpy(np.array(Image.open(tmp_path / "o.png"))).permute(2, 0, 1).float()
+    assert torch.equal(written, expected("consistent")) and not torch.equal(written, expected("conflict_free"))
