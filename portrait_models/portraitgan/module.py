@@ -153,16 +153,11 @@ class PortraitGAN(L.LightningModule):
         self.texture = None
         if lambda_texture > 0:
             self.texture = texture_network(
-                texture_pretrained and texture_weights is None, texture_layers, texture_seed, texture_calibrate
-            )
+                texture_pretrained and texture_weights is None, texture_layers, texture_seed, texture_calibrate,
+                texture_layer_weights,
+            )  # fmt: skip
             if texture_weights is not None:  # the VGG inside the frozen wrapper, loaded in place
                 self.texture.vgg.module.load_torchvision_weights(texture_weights)
-            if texture_layer_weights is not None:
-                if len(texture_layer_weights) != texture_layers:
-                    raise ValueError(
-                        f"{len(texture_layer_weights)} texture_layer_weights for texture_layers={texture_layers}"
-                    )
-                self.texture.layer_weights = tuple(float(w) for w in texture_layer_weights)
         self.vgg = PerceptualLoss(pretrained=texture_pretrained) if lambda_vgg > 0 else None
         self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
         if channels_last:

@@ -15,6 +15,8 @@ network after a checkpoint reload.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -157,15 +159,24 @@ def calibrate_random_vgg(features: VGG19Features, seed: int = 0) -> list[float]:
     return divisors
 
 
-def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0, calibrate: bool = False) -> GramTextureLoss:
+def texture_network(
+    pretrained: bool,
+    num_layers: int = 5,
+    seed: int = 0,
+    calibrate: bool = False,
+    layer_weights: Sequence[float] | None = None,
+) -> GramTextureLoss:
     """The Gram texture loss (Eq. 7-8) on frozen VGG19 relu1_1 ... relu{num_layers}_1 (ImageNet-normalised
     inputs, Gram / (C·H·W), squared Frobenius norm). ``pretrained=False`` draws the VGG from ``seed``; with
     ``calibrate=True`` that random VGG is then rescaled layer by layer to unit-variance conv outputs
     (:func:`calibrate_random_vgg`; with PyTorch's default init the conv outputs' std on that noise falls from
     0.76 at conv1_1 to 0.05 at conv3_1 and 0.009 at conv5_1, so the deeper Gram matrices of an uncalibrated
-    random VGG are nearly zero). Ignored when pretrained."""
+    random VGG are nearly zero). Ignored when pretrained. ``layer_weights`` (one per layer; None: the plain sum)
+    weight each layer's Gram term."""
     if not 1 <= num_layers <= len(VGG19_RELU_X_1):
         raise ValueError(f"texture_layers must lie in 1..5 (relu1_1 .. relu5_1), got {num_layers}")
+    if layer_weights is not None and len(layer_weights) != num_layers:
+        raise ValueError(f"{len(layer_weights)} texture_layer_weights for texture_layers={num_layers}")
     ends = VGG19_RELU_X_1[:num_layers]
     if pretrained:
         features = VGG19Features(ends, pretrained=True)
@@ -175,4 +186,6 @@ def texture_network(pretrained: bool, num_layers: int = 5, seed: int = 0, calibr
             features = VGG19Features(ends, pretrained=False)
         if calibrate:
             calibrate_random_vgg(features, seed)
-    return GramTextureLoss(features=features, imagenet_normalize=True, normalize_gram=True, reduction="frobenius")
+    return GramTextureLoss(
+        layer_weights, features=features, imagenet_normalize=True, normalize_gram=True, reduction="frobenius"
+    )
