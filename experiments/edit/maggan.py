@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> Path | list[Path]:
         masks = None
     att_source = source_attributes(model, image, given)
     intensities = [args.intensity] if args.slide is None else [float(v) for v in args.slide.split(",")]
-    rule = "plain" if args.plain_flip else model.hparams.get("flip_rule", "conflict_free")
+    rule = "plain" if args.plain_flip else model.flip_rule
     written = []
     for intensity in intensities:
         att_diff = attribute_change(att_source, targets, intensity, rule=rule, test_int=args.test_int)

@@ -120,7 +120,7 @@ def build(checkpoint: str | None, device: str, out_dir: Path) -> None:
         wanted = {
             n: float(t) for n, t, s in zip(EDIT_ATTRIBUTES, targets, source[0]) if abs(float(t) - float(s)) > 1e-6
         }
-        rule = model.hparams.get("flip_rule", "conflict_free") if conflict_rules else "plain"  # the checkpoint's
+        rule = model.flip_rule if conflict_rules else "plain"  # the checkpoint's
         att_diff = editing.attribute_change(source, wanted, float(scale), rule=rule)
         start = time.perf_counter()
         out = editing.edit_face(model, face_state["image"], att_diff, face_state["masks"])

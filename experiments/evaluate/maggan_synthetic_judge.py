@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     judge.eval()
 
     model = load_maggan(args.checkpoint)
-    rule = model.hparams.get("flip_rule", "conflict_free") if args.flip == "checkpoint" else args.flip.replace("-", "_")
+    rule = model.flip_rule if args.flip == "checkpoint" else args.flip.replace("-", "_")
     model.hparams.flip_rule = rule  # the grid follows the judged rule
     print(f"flip rule: {rule}")
     if args.grid:  # what the run's SampleGrid callback draws: the first 8 validation items

@@ -31,11 +31,10 @@ def boosted_targets(att_target: Tensor, boost: Mapping[str, float], generator: t
     of the global batch each (on the CPU, from ``generator``); an attribute with p = 0 draws nothing, so an empty or
     all-zero ``boost`` returns ``att_target`` unchanged and leaves the random stream untouched."""
     target = att_target
-    for name in EDIT_ATTRIBUTES:
+    for i, name in enumerate(EDIT_ATTRIBUTES):
         p = float(boost.get(name, 0.0))
         if p <= 0:
             continue
-        i = EDIT_ATTRIBUTES.index(name)
         u = rank_rows(lambda n: torch.rand(n, generator=generator), target.shape[0]).to(target.device)
         turn_on = (target[:, i] < 0.5) & (u < p)
         target = target.clone()

@@ -300,6 +300,11 @@ class MagGAN(L.LightningModule):
         """``G(x, att_diff)`` with the generator as it stands (call ``eval()`` first for running BN stats)."""
         return self.generator(image, att_diff.to(image.dtype), soft_masks)
 
+    @property
+    def flip_rule(self) -> str:
+        """The rule completing a test-time edit (``flip_rule`` hyperparameter; STGAN's for checkpoints without it)."""
+        return self.hparams.get("flip_rule", "conflict_free")
+
     @torch.no_grad()
     def single_flips(self, image: Tensor, att_source: Tensor, masks: Tensor, rule: str = "plain") -> Tensor:
         """(B, C, 3, H, W): edit ``i`` flips attribute ``i``, alone (``"plain"``: ``(1 − 2·att_s)·e_i``, eq. 2) or
@@ -328,7 +333,6 @@ class MagGAN(L.LightningModule):
         Bangs exclude each other), or the world's (``"consistent"``: Bald on also turns the hair colours off)."""
         image, att_source, masks = self.inputs(batch)
         recon = self.edit(image, torch.zeros_like(att_source), masks)
-        rule = self.hparams.get("flip_rule", "conflict_free")
-        edits = self.single_flips(image, att_source, masks, rule).transpose(0, 1).flatten(0, 1)
+        edits = self.single_flips(image, att_source, masks, self.flip_rule).transpose(0, 1).flatten(0, 1)
         rows = torch.cat([image, recon, edits])
         return make_grid(((rows.float() + 1) / 2).clamp(0, 1), nrow=image.shape[0], padding=1)
