@@ -102,13 +102,19 @@ def test_train_draws_use_one_random_number_per_choice(small_world):
     for index in range(len(plain)):
         n = plain.num_modalities
         torch.manual_seed(index)
-        expected = (int(torch.randint(len(plain.partners[index]), ())),
-                    int(torch.randint(n, ())), int(torch.randint(n, ())))
+        expected = (
+            int(torch.randint(len(plain.partners[index]), ())),
+            int(torch.randint(n, ())),
+            int(torch.randint(n, ())),
+        )
         torch.manual_seed(index)
         assert plain.draws(index) == expected
         torch.manual_seed(index)
-        expected = (int(torch.multinomial(weighted.partner_probabilities[index], 1)),
-                    int(torch.randint(n, ())), int(torch.randint(n, ())))
+        expected = (
+            int(torch.multinomial(weighted.partner_probabilities[index], 1)),
+            int(torch.randint(n, ())),
+            int(torch.randint(n, ())),
+        )
         torch.manual_seed(index)
         assert weighted.draws(index) == expected
 
