@@ -109,7 +109,7 @@ bench-data: $(STAMP) ## synthetic face world: faces/s at 128² on one core vs re
 	$(PY) -m datamodules.bench_data
 
 .PHONY: bench-maskgan
-bench-maskgan: $(STAMP) ## DMN training step per part (G forward, D step, G step), default vs shared_d_forward + adam_fused (+ channels_last; + bf16 where native), interleaved, wall and CPU-time ratios; CPU: 64²x4 ngf 16 and 128²x2 ngf 32; GPU: 512² x 8, MFU
+bench-maskgan: $(STAMP) ## DMN training step per part (G forward, D step, G step), default vs shared_d_forward + adam_fused (+ channels_last; + bf16 autocast or bf16 conv math where native), interleaved, wall and CPU-time ratios; CPU: 64²x4 ngf 16 and 128²x2 ngf 32; GPU: 512² x 8, MFU
 	$(PY) -m experiments.bench_maskgan $(ARGS)
 
 .PHONY: bench-maggan

@@ -15,7 +15,12 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from experiments.hardware import cpu_bf16_wanted, cpu_description, cpu_has_bf16  # noqa: F401 (re-exported)
+from experiments.hardware import (  # noqa: F401 (cpu_* re-exported)
+    cpu_bf16_wanted,
+    cpu_description,
+    cpu_has_bf16,
+    onednn_fp32_math,
+)
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
@@ -88,11 +93,13 @@ class PartTimer(pl.Callback):
 
 @dataclass(frozen=True)
 class PathSpec:
-    """One timed configuration: its label, the module's speed options and the Trainer precision."""
+    """One timed configuration: its label, the module's speed options, the Trainer precision and oneDNN's fp32
+    math mode on a CPU (``experiments.hardware.onednn_fp32_math``: ``ieee`` exact, ``bf16`` bf16 products)."""
 
     label: str
     options: tuple[tuple[str, bool], ...] = ()
     precision: str = "32-true"
+    fp32_math: str = "ieee"
 
 
 class TimedPath:
@@ -126,7 +133,8 @@ class TimedPath:
             max_steps=-1, max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, callbacks=callbacks, num_sanity_val_steps=0, limit_val_batches=0,
         )  # fmt: skip
-        trainer.fit(self.model, self.loader(batches))
+        with onednn_fp32_math(self.spec.fp32_math):
+            trainer.fit(self.model, self.loader(batches))
 
     def run(self, batches: int) -> None:
         """One timed fit of ``batches`` batches; all but its first count."""

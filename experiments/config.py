@@ -55,6 +55,9 @@ class RunSettings:
     # a CPU run whose trainer.precision is bf16 but whose oneDNN has no native bf16 (no AVX512-BF16 / AMX; bf16
     # would be emulated, several times slower) trains at this precision instead, saying so (None: keep bf16)
     cpu_precision_without_bf16: Optional[str] = None
+    # oneDNN's math for fp32 convolutions and matrix products on CPU: ieee (exact, torch's default) or bf16 (fp32
+    # tensors, bf16 products on AMX / AVX512-BF16, as TF32 on a GPU; experiments.hardware.onednn_fp32_math)
+    cpu_fp32_math: str = "ieee"
     deterministic_epochs: bool = True  # reseed at each epoch start so a resumed run matches an uninterrupted one
 
 

@@ -1,9 +1,11 @@
-"""What the CPU can do, for the runner (bf16 fallback) and the benches (which paths to time, the device line)."""
+"""What the CPU can do, for the runner (bf16 fallback, fp32 math mode) and the benches (which paths to time, the
+device line)."""
 
 from __future__ import annotations
 
 import contextlib
 import platform
+from collections.abc import Iterator
 
 import torch
 
@@ -11,6 +13,30 @@ import torch
 def cpu_has_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX; otherwise bf16 would be emulated)."""
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+FP32_MATH_MODES = ("ieee", "bf16")
+
+
+@contextlib.contextmanager
+def onednn_fp32_math(mode: str) -> Iterator[None]:
+    """fp32 convolutions and matrix products on the CPU in oneDNN's math ``mode``, the previous mode restored after.
+
+    ``ieee``: exact fp32 arithmetic (torch's default). ``bf16``: tensors, storage and accumulation stay fp32, but
+    each convolution and matrix product rounds its inputs to bf16 inside the kernel and runs on the bf16 units
+    (AMX / AVX512-BF16), forward and backward: the CPU counterpart of TF32 on a GPU. Unlike bf16 autocast no
+    activation is stored in bf16. oneDNN uses the fp32 kernels where the CPU has no native bf16."""
+    if mode not in FP32_MATH_MODES:
+        raise ValueError(f"fp32 math mode {mode!r}: expected one of {', '.join(FP32_MATH_MODES)}")
+    backends = (torch.backends.mkldnn.conv, torch.backends.mkldnn.matmul)
+    before = [backend.fp32_precision for backend in backends]
+    for backend in backends:
+        backend.fp32_precision = mode
+    try:
+        yield
+    finally:
+        for backend, previous in zip(backends, before):
+            backend.fp32_precision = previous
 
 
 def cpu_bf16_wanted(choice: str) -> bool:

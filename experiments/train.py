@@ -41,7 +41,7 @@ from experiments.callbacks import (
     SlurmRequeue,
 )
 from experiments.config import ConfigError, available_experiments, compose, instantiate
-from experiments.hardware import cpu_has_bf16
+from experiments.hardware import FP32_MATH_MODES, cpu_has_bf16, onednn_fp32_math
 from experiments.sweep import wandb_logged_in
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -298,6 +298,11 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
             file=sys.stderr,
         )
         trainer_kwargs["precision"] = run.cpu_precision_without_bf16
+    if run.cpu_fp32_math not in FP32_MATH_MODES:
+        raise ConfigError(f"run.cpu_fp32_math={run.cpu_fp32_math!r}: expected one of {', '.join(FP32_MATH_MODES)}")
+    fp32_math = run.cpu_fp32_math if on_cpu else "ieee"
+    if fp32_math == "bf16" and not cpu_has_bf16():
+        print("run.cpu_fp32_math=bf16: this CPU has no native bf16, so oneDNN keeps exact fp32 math", file=sys.stderr)
     if trainer_kwargs.get("sync_batchnorm") and on_cpu:  # torch's SyncBatchNorm needs a GPU; gloo gets ours
         trainer_kwargs["sync_batchnorm"] = False
         plugins.append(GlobalBatchNorm())
@@ -320,7 +325,8 @@ def train(experiment: str, overrides: list[str] | None = None, *, smoke: bool = 
         return result
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
+        with onednn_fp32_math(fp32_math):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt_path) if ckpt_path else None)
     except Preempted as stop:
         print(f"preempted: {stop}; the requeued job resumes from it", file=sys.stderr)
         result.preempted = True

@@ -140,3 +140,63 @@ def test_cpu_bf16_falls_back_only_where_the_cpu_lacks_it(tmp_path, monkeypatch, 
     # without the setting a bf16 config keeps bf16 on any CPU
     result = train(EXP, tiny(tmp_path / "keep", "trainer.precision=bf16-mixed", "run.dry_run=true"))
     assert result.trainer.precision == "bf16-mixed"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_fp32_math_wraps_the_fit(tmp_path, monkeypatch, capsys, native):
+    """run.cpu_fp32_math=bf16 trains under oneDNN's bf16 math where the CPU has it (said where it has not), the
+    default under exact fp32; the process's mode is back to what it was after the run."""
+    import contextlib
+
+    import experiments.train as runner
+
+    seen, real = [], runner.onednn_fp32_math
+
+    @contextlib.contextmanager
+    def recording(mode):
+        with real(mode):
+            seen.append(torch.backends.mkldnn.conv.fp32_precision)
+            yield
+
+    monkeypatch.setattr(runner, "onednn_fp32_math", recording)
+    monkeypatch.setattr(runner, "cpu_has_bf16", lambda: native)
+    before = torch.backends.mkldnn.conv.fp32_precision
+    train(EXP, tiny(tmp_path / "bf16", "run.cpu_fp32_math=bf16", "trainer.max_steps=1", "logger=none"))
+    train(EXP, tiny(tmp_path / "ieee", "trainer.max_steps=1", "logger=none"))
+    assert seen == ["bf16", "ieee"]
+    assert torch.backends.mkldnn.conv.fp32_precision == before
+    assert ("no native bf16" in capsys.readouterr().err) is not native
+
+
+def test_cpu_fp32_math_rejects_an_unknown_mode(tmp_path):
+    from experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"run.cpu_fp32_math='tf32': expected one of ieee, bf16"):
+        train(EXP, tiny(tmp_path, "run.cpu_fp32_math=tf32", "run.dry_run=true"))
+
+
+def test_onednn_fp32_math_rounds_conv_products_to_bf16_and_restores():
+    """Exact fp32 matches a float64 convolution to fp32 rounding; bf16 math differs by bf16 rounding of the inputs
+    (relative 2^-8) where the CPU runs bf16 natively; the mode is restored, also after an error."""
+    from experiments.hardware import cpu_has_bf16, onednn_fp32_math
+
+    generator = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 32, 16, 16, generator=generator), torch.randn(32, 32, 3, 3, generator=generator)
+    exact = torch.nn.functional.conv2d(x.double(), w.double(), padding=1)
+    scale = exact.abs().max().item()
+    before = torch.backends.mkldnn.conv.fp32_precision
+    with onednn_fp32_math("ieee"):
+        ieee = torch.nn.functional.conv2d(x, w, padding=1)
+    with onednn_fp32_math("bf16"):
+        bf16 = torch.nn.functional.conv2d(x, w, padding=1)
+        assert torch.backends.mkldnn.matmul.fp32_precision == "bf16"
+    assert torch.backends.mkldnn.conv.fp32_precision == before
+    assert (ieee.double() - exact).abs().max().item() < 1e-5 * scale
+    if cpu_has_bf16():
+        error = (bf16.double() - exact).abs().max().item()
+        assert 1e-4 * scale < error < 2e-2 * scale, error  # bf16 inputs: not exact, but close
+    with pytest.raises(RuntimeError), onednn_fp32_math("bf16"):
+        raise RuntimeError("inside")
+    assert torch.backends.mkldnn.conv.fp32_precision == before
+    with pytest.raises(ValueError, match="expected one of ieee, bf16"), onednn_fp32_math("tf32"):
+        pass
