@@ -11,7 +11,8 @@ model would not beat, measured on identities never seen in training:
 
 The model is the ``model`` section of ``experiments/configs/portraitgan_synthetic_64.yaml`` (what ``make
 train-portraitgan`` trains) on that config's world (40 identities, 28 train / 12 test), with the learning-rate
-schedule scaled to ``BATCHES``. Numbers are printed (``-s``) and quoted in the README.
+schedule scaled to ``BATCHES``, except the open-mouth test, which trains its own recipe on top of that model section
+(``OPEN_MOUTH_*`` below). Numbers are printed (``-s``) and quoted in the README.
 """
 
 from __future__ import annotations
@@ -57,16 +58,19 @@ def _config_model() -> dict:
     return {**model, "image_size": SIZE, **schedule}
 
 
-def _train(dataset: EmotionPairs, seed: int = 0, **overrides) -> PortraitGAN:
-    """The synthetic config's model trained for BATCHES batches of the config's ``data.batch_size`` pairs (4;
-    ``seed``: init and data order), in eval mode."""
+def _train(
+    dataset: EmotionPairs, seed: int = 0, batches: int = BATCHES, batch_size: int = BATCH_SIZE, **overrides
+) -> PortraitGAN:
+    """The synthetic config's model trained for ``batches`` batches (BATCHES) of ``batch_size`` pairs (the config's
+    ``data.batch_size``, 4; ``seed``: init and data order), its schedule scaled to ``batches``, in eval mode."""
     pl.seed_everything(seed, verbose=False)
-    model = PortraitGAN(**{**_config_model(), **overrides})
+    schedule = dict(decay_start=batches * 2 // 3, decay_length=batches // 3)
+    model = PortraitGAN(**{**_config_model(), **schedule, **overrides})
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=2 * BATCHES, logger=False, enable_checkpointing=False,
+        accelerator="cpu", max_steps=2 * batches, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )  # fmt: skip
-    trainer.fit(model, DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, drop_last=True))
+    trainer.fit(model, DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True))
     return model.eval()
 
 
@@ -81,30 +85,46 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list
     return _train(train), test_ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured at 600 batches with model.g_skips (12 unseen identities; AMD EPYC, one thread): mouth change "
-    "ratio 1.42 (needs >= 3), mouth MSE 0.663 vs copy 0.658 (needs <= half); 1200 batches: 1.63, 0.664; "
-    "d_condition_landmarks, lambda_moved, g_residual did not help. The data options (3 Dec, off in the config): "
-    "data.synthetic_open_mouths (mouths of ~21 instead of ~8 px at 64^2): 1.77, 0.611 vs copy 0.640; + "
-    "data.partner_weights {surprised: 6, fearful: 3} (40 % surprised partners): 1.74, 0.629 vs 0.640; both at "
-    "1200 batches: 2.05, 0.609. G alone with paired L1 on neutral->surprised pairs learns it on training ids "
-    "(test_generator_alone_learns_the_open_mouth: 8.10, 0.099 vs 0.649) but not (b) on unseen ids (4.51, 0.489 "
-    "vs 0.697); on the open-mouth world it passes both on unseen ids (4.96, 0.249 vs 0.568). 4 Dec (Intel Xeon, one "
-    "thread), open-mouth world + partner weights {surprised: 12, fearful: 4} + d_condition_landmarks: 2400 batches "
-    "of 4: ratio 3.07 (|change| inside the mouth 0.417, outside 0.143), MSE 0.517 vs 0.640; 1200 "
-    "batches of 8: 2.29, 0.475; 2400 batches of 8: 3.10, 0.413",
-)
-def test_open_mouth_landmarks_open_the_mouth(trained):
-    model, test_ids = trained
-    world = SyntheticFaceWorld(0, num_identities=100, open_mouths=OPEN_MOUTHS)
+#: The open-mouth test's recipe (README, deviations and diagnosis): the world's visible open mouths
+#: (``data.synthetic_open_mouths``), surprised / fearful partners drawn 12 / 4 times as often as the others
+#: (``data.partner_weights``), a landmark-conditioned D (``model.d_condition_landmarks``), the moved-landmark L1
+#: (``model.lambda_moved=100``), 8 pairs a batch for ``PORTRAITGAN_OPEN_MOUTH_BATCHES`` (2400) batches. With the
+#: config as it is (600 batches of 4 uniform pairs, standard world) the mouth stays closed (ratio 1.42, MSE 0.663 vs
+#: copy 0.658).
+OPEN_MOUTH_BATCHES = int(os.environ.get("PORTRAITGAN_OPEN_MOUTH_BATCHES", "2400"))
+OPEN_MOUTH_PARTNERS = {"surprised": 12, "fearful": 4}
+OPEN_MOUTH_MODEL = dict(d_condition_landmarks=True, lambda_moved=100.0)
+
+
+@pytest.fixture(scope="module")
+def trained_open_mouth(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list[int]]:
+    root = tmp_path_factory.mktemp("portraitgan_open_mouth_world")
+    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES, open_mouths=True)
+    kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
+    train = EmotionPairs(root, "train", SIZE, False, partner_weights=OPEN_MOUTH_PARTNERS, **kw)
+    test = EmotionPairs(root, "test", SIZE, False, **kw)
+    test_ids = sorted({r.identity - 1 for r in test.items})
+    return _train(train, batches=OPEN_MOUTH_BATCHES, batch_size=8, **OPEN_MOUTH_MODEL), test_ids
+
+
+def test_open_mouth_landmarks_open_the_mouth(trained_open_mouth):
+    """With the recipe above; the recipe keeps the modality and cycle claims, asserted here on the same model.
+    Measured 4 Dec (Intel Xeon AMX, one thread, load ~1-1.5): ratio 3.34 (mean |change| inside the open mouth
+    0.493, outside the mouth box 0.153), mouth MSE 0.284 vs copy 0.640 (0.44x), modality 0.885, cycle 1.000; 22 min
+    23 s wall, 1289 CPU-s user. With lambda_moved=50 (driver, same recipe otherwise): 3.49, MSE 0.325 (0.51x)."""
+    model, test_ids = trained_open_mouth
+    world = SyntheticFaceWorld(0, num_identities=100, open_mouths=True)
     ratio, error, copy, inside, outside = _mouth_scores(model.generate, test_ids, world)
     print(
         f"\nmouth: change ratio {ratio:.2f} (mean |change| inside the open mouth {inside:.4f}, outside the mouth box "
         f"{outside:.4f}), mouth MSE {error:.4f} vs copy {copy:.4f} ({len(test_ids)} test ids)"
     )
+    modality, cycle = _modality_accuracy(model, test_ids, world), _cycle_accuracy(model, test_ids, world)
+    print(f"open-mouth recipe: modality accuracy {modality:.3f}, cycle identity accuracy {cycle:.3f}")
     assert ratio >= 3.0
     assert error <= 0.5 * copy
+    assert modality >= 0.6
+    assert cycle >= 0.8
 
 
 def _mouth_scores(generate, identities: list[int], world: SyntheticFaceWorld) -> tuple[float, ...]:
@@ -191,7 +211,13 @@ def test_generator_alone_learns_the_open_mouth():
 
 def test_modality_code_alone_selects_the_modality(trained):
     model, test_ids = trained
-    world = SyntheticFaceWorld(0, num_identities=100, open_mouths=OPEN_MOUTHS)
+    accuracy = _modality_accuracy(model, test_ids, SyntheticFaceWorld(0, num_identities=100, open_mouths=OPEN_MOUTHS))
+    assert accuracy >= 0.6  # "most test faces": a majority with a margin
+
+
+def _modality_accuracy(model: PortraitGAN, test_ids: list[int], world: SyntheticFaceWorld) -> float:
+    """Share of (face, modality) where the output for the photo with only the code changed is nearest to the true
+    render of that modality (printed)."""
     hits, trials = 0, 0
     for p in test_ids:
         for emotion in (NEUTRAL, EMOTION_INDEX["happy"]):
@@ -203,12 +229,18 @@ def test_modality_code_alone_selects_the_modality(trained):
                 hits, trials = hits + (nearest == m), trials + 1
     accuracy = hits / trials
     print(f"\nmodality: nearest-render accuracy {accuracy:.3f} over {trials} (chance 0.25)")
-    assert accuracy >= 0.6  # "most test faces": a majority with a margin
+    return accuracy
 
 
 def test_cycle_reconstruction_keeps_identity(trained):
     model, test_ids = trained
-    world = SyntheticFaceWorld(0, num_identities=100, open_mouths=OPEN_MOUTHS)
+    accuracy = _cycle_accuracy(model, test_ids, SyntheticFaceWorld(0, num_identities=100, open_mouths=OPEN_MOUTHS))
+    assert accuracy >= 0.8
+
+
+def _cycle_accuracy(model: PortraitGAN, test_ids: list[int], world: SyntheticFaceWorld) -> float:
+    """Share of test faces whose rec_A (photo -> surprised cartoon -> photo) is nearest to their own neutral photo
+    among all test identities' (printed, with the reconstruction MSE)."""
     hits, rec_mse = 0, []
     for p in test_ids:
         a, b = world.render(p, NEUTRAL, 0, SIZE), world.render(p, SURPRISED, 2, SIZE)
@@ -220,7 +252,7 @@ def test_cycle_reconstruction_keeps_identity(trained):
         rec_mse.append(float(((rec_a - _tensor(a.image)) / 2).square().mean()))
     accuracy = hits / len(test_ids)
     print(f"\ncycle: identity accuracy {accuracy:.3f} (chance {1 / len(test_ids):.3f}), rec MSE {np.mean(rec_mse):.4f}")
-    assert accuracy >= 0.8
+    return accuracy
 
 
 @pytest.mark.xfail(
