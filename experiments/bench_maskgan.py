@@ -31,10 +31,11 @@ on a GPU the model FLOP utilisation (MFU) from the analytic 1.76 TFLOP per image
 
 On a CPU with native bf16 (oneDNN reports it: AVX512-BF16 or AMX) two more paths add bf16 mixed precision
 (``trainer.precision=bf16-mixed``, autocast: convolutions in bf16, norms and losses in fp32) to the fp32 ones,
-in the contiguous and the channels-last layout, and a third keeps every tensor fp32 but lets oneDNN round the
-convolutions' and matrix products' inputs to bf16 (``run.cpu_fp32_math=bf16`` in the runner,
-:func:`experiments.hardware.onednn_fp32_math`: the CPU counterpart of TF32 on a GPU). All three change the
-numerics (options, never the default on CPU); ``--no-cpu-bf16`` leaves them out.
+in the contiguous and the channels-last layout, and two keep every tensor fp32 but let oneDNN round the
+convolutions' and matrix products' inputs to bf16 ("bf16 math": ``run.cpu_fp32_math=bf16`` in the runner,
+:func:`experiments.hardware.onednn_fp32_math`, the CPU counterpart of TF32 on a GPU), channels-last with D
+channels-last or contiguous. All four change the numerics (options, never the default on CPU);
+``--no-cpu-bf16`` leaves them out.
 
 Settings: on a GPU the paper's (512², batch 8, ngf 64, ndf 64, VGG19 to relu5_1); on a CPU both settings of
 the side-by-side measurement against the released code in issue 8 (64² x 4 with ngf 16 and 128² x 2 with ngf
@@ -112,8 +113,11 @@ def paths_for(device: str, cpu_bf16: bool) -> list[PathSpec]:
             PathSpec("shared_d_forward + adam_fused + bf16", FAST, "bf16-mixed"),
             PathSpec("shared_d_forward + adam_fused + channels_last + bf16", FAST + CHANNELS_LAST, "bf16-mixed"),
             PathSpec(
-                "shared_d_forward + adam_fused + channels_last + bf16 conv math (fp32 tensors)",
-                FAST + CHANNELS_LAST,
+                "shared_d_forward + adam_fused + channels_last + bf16 math", FAST + CHANNELS_LAST, fp32_math="bf16"
+            ),
+            PathSpec(
+                "shared_d_forward + adam_fused + channels_last, D contiguous + bf16 math",
+                FAST + CHANNELS_LAST + D_CONTIGUOUS,
                 fp32_math="bf16",
             ),
         ]
