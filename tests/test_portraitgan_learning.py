@@ -74,14 +74,19 @@ def _train(
     return model.eval()
 
 
+def _world(root: Path, open_mouths: bool, partner_weights: dict | None) -> tuple[EmotionPairs, list[int]]:
+    """The synthetic RaFD layout written at ``root``: its identity-disjoint training pairs (partners drawn with
+    ``partner_weights``) and the test identities (world identity = RaFD subject - 1)."""
+    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES, open_mouths=open_mouths)
+    kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
+    train = EmotionPairs(root, "train", SIZE, False, partner_weights=partner_weights, **kw)
+    test = EmotionPairs(root, "test", SIZE, False, **kw)
+    return train, sorted({r.identity - 1 for r in test.items})
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list[int]]:
-    root = tmp_path_factory.mktemp("portraitgan_world")
-    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES, open_mouths=OPEN_MOUTHS)
-    kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
-    train = EmotionPairs(root, "train", SIZE, False, partner_weights=PARTNER_WEIGHTS, **kw)
-    test = EmotionPairs(root, "test", SIZE, False, **kw)
-    test_ids = sorted({r.identity - 1 for r in test.items})  # world identity = RaFD subject - 1
+    train, test_ids = _world(tmp_path_factory.mktemp("portraitgan_world"), OPEN_MOUTHS, PARTNER_WEIGHTS)
     return _train(train), test_ids
 
 
@@ -98,12 +103,7 @@ OPEN_MOUTH_MODEL = dict(d_condition_landmarks=True, lambda_moved=100.0)
 
 @pytest.fixture(scope="module")
 def trained_open_mouth(tmp_path_factory: pytest.TempPathFactory) -> tuple[PortraitGAN, list[int]]:
-    root = tmp_path_factory.mktemp("portraitgan_open_mouth_world")
-    write_rafd(root, IDENTITIES, seed=0, image_size=SIZE, modalities=MODALITIES, open_mouths=True)
-    kw = dict(modalities=MODALITIES, split_by="identity", test_fraction=0.3, partner="uniform")
-    train = EmotionPairs(root, "train", SIZE, False, partner_weights=OPEN_MOUTH_PARTNERS, **kw)
-    test = EmotionPairs(root, "test", SIZE, False, **kw)
-    test_ids = sorted({r.identity - 1 for r in test.items})
+    train, test_ids = _world(tmp_path_factory.mktemp("portraitgan_open_mouth_world"), True, OPEN_MOUTH_PARTNERS)
     return _train(train, batches=OPEN_MOUTH_BATCHES, batch_size=8, **OPEN_MOUTH_MODEL), test_ids
 
 
